@@ -1,0 +1,23 @@
+"""The objects an application shares, each on its own typed key (no module globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .auth import TokenIssuer
+    from .config import Config
+    from .services import Services
+    from .validation import SchemaStore
+
+CONFIG: web.AppKey[Config] = web.AppKey("config")
+SERVICES: web.AppKey[Services] = web.AppKey("services")
+SCHEMAS: web.AppKey[SchemaStore] = web.AppKey("schemas")
+ISSUER: web.AppKey[TokenIssuer] = web.AppKey("issuer")
+# Handlers that answer without a token (the auth endpoints, schemas).
+PUBLIC_HANDLERS: web.AppKey[set[Callable[[web.Request], Awaitable[web.StreamResponse]]]] = web.AppKey(
+    "public_handlers"
+)

@@ -1,0 +1,115 @@
+"""Tokens and account scope.
+
+kazoo_vm signs its own JWTs (HS256) with a secret shared by every instance through
+CouchDB (``system_config/kazoo_vm.auth``) unless ``KAZOO_VM_JWT_SECRET`` gives one. A
+token acts on its own account and on the accounts below it (``pvt_tree``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import jwt
+from aiohttp import web
+
+from .config import Config
+from .errors import BadIdentifier, Forbidden, InvalidAccountId, InvalidCredentials, NoCredentials
+from .services import Services
+from .storage import naming
+from .storage.accounts import signing_secret
+from .storage.errors import NotFound
+
+ISSUER_NAME = "kazoo_vm"
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    account_id: str
+    owner_id: str | None
+    token: str
+
+
+AUTH: web.RequestKey[AuthContext] = web.RequestKey("auth", AuthContext)
+
+
+class TokenIssuer:
+    def __init__(self, config: Config, services: Services) -> None:
+        self._configured = config.jwt_secret
+        self._lifetime = config.token_lifetime
+        self._services = services
+        self._secret: str | None = config.jwt_secret
+        self._lock = asyncio.Lock()
+
+    async def secret(self) -> str:
+        if self._secret is None:
+            async with self._lock:
+                if self._secret is None:
+                    self._secret = await signing_secret(self._services.store)
+        return self._secret
+
+    async def issue(self, account_id: str, owner_id: str | None, method: str) -> str:
+        now = int(time.time())
+        claims: dict[str, object] = {"account_id": account_id, "iss": ISSUER_NAME, "method": method,
+                                     "iat": now, "exp": now + self._lifetime}
+        if owner_id is not None:
+            claims["owner_id"] = owner_id
+        return jwt.encode(claims, await self.secret(), algorithm=ALGORITHM)
+
+    async def verify(self, token: str) -> AuthContext:
+        """The context of a valid token; InvalidCredentials otherwise."""
+        if token.count(".") != 2 or len(token) > 8192:
+            raise InvalidCredentials()
+        try:
+            claims = jwt.decode(token, await self.secret(), algorithms=[ALGORITHM],
+                                options={"require": ["exp", "account_id"]}, issuer=ISSUER_NAME)
+        except jwt.PyJWTError:
+            raise InvalidCredentials() from None
+        account_id, owner_id = claims.get("account_id"), claims.get("owner_id")
+        if not isinstance(account_id, str) or not naming.is_account_id(account_id):
+            raise InvalidCredentials()
+        if owner_id is not None and not isinstance(owner_id, str):
+            raise InvalidCredentials()
+        return AuthContext(account_id=account_id, owner_id=owner_id, token=token)
+
+
+def token_from(request: web.Request) -> str | None:
+    """Kazoo's order: ``X-Auth-Token``, then ``?auth_token=``, then ``Authorization``."""
+    header = request.headers.get("X-Auth-Token", "").strip()
+    if header:
+        return header
+    query = request.query.get("auth_token", "").strip()
+    if query:
+        return query
+    authorization = request.headers.get("Authorization", "").strip()
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip() or None
+    if authorization and " " not in authorization:
+        return authorization
+    return None
+
+
+async def authenticate(request: web.Request, issuer: TokenIssuer) -> AuthContext:
+    token = token_from(request)
+    if token is None:
+        raise NoCredentials()
+    return await issuer.verify(token)
+
+
+async def authorize_account(services: Services, context: AuthContext, account_id: str) -> None:
+    """The account must be well formed (404), exist (404) and be the token's account
+    or one of its descendants (403)."""
+    if not naming.is_account_id(account_id):
+        raise InvalidAccountId(account_id)
+    try:
+        account = await services.accounts.fetch(account_id)
+    except NotFound:
+        raise BadIdentifier(account_id) from None
+    if account_id == context.account_id:
+        return
+    tree = account.get("pvt_tree")
+    if isinstance(tree, list) and context.account_id in tree:
+        return
+    raise Forbidden()

@@ -1,0 +1,195 @@
+"""Operator commands: ``serve``, ``accounts create``, ``users create``.
+
+Without ``KAZOO_VM_COUCH_URL`` they use the embedded pouchdb-server: ``serve`` starts it
+on the data folder and records its address there; the other commands use that running
+server, or start one on the same folder for their own run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .app import create_app
+from .config import Config
+from .embedded_store import EmbeddedStore
+from .services import Services
+
+DEMO_FILE = "demo-account.json"
+STORE_URL_FILE = "store.url"
+
+
+def _answers(url: str) -> bool:
+    try:
+        request = urllib.request.Request(url + "/", headers={"Accept": "application/json"})
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def couch_url(config: Config, *, serving: bool) -> AsyncIterator[str]:
+    """The CouchDB URL to use, starting the embedded store when none is configured."""
+    if config.couch_url:
+        yield config.couch_url
+        return
+    url_file = config.data_dir / STORE_URL_FILE
+    if not serving and url_file.exists():
+        recorded = url_file.read_text().strip()
+        if _answers(recorded):
+            yield recorded
+            return
+    store = EmbeddedStore(data_dir=config.data_dir / "couchdb")
+    url = await store.astart()
+    if serving:
+        url_file.write_text(url + "\n")
+    try:
+        yield url
+    finally:
+        if serving:
+            url_file.unlink(missing_ok=True)
+        await store.astop()
+
+
+@contextlib.asynccontextmanager
+async def connected(config: Config) -> AsyncIterator[Services]:
+    async with couch_url(config, serving=False) as url:
+        services = Services.connect(url, timeout=config.couch_timeout)
+        try:
+            yield services
+        finally:
+            await services.close()
+
+
+async def _demo_account(config: Config, services: Services) -> dict[str, Any]:
+    """The demo account of the embedded store, created on the first run."""
+    path = config.data_dir / DEMO_FILE
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    account = await services.accounts.create(name="demo", realm="demo.kazoo-vm.local", parent_id=None)
+    await services.users.create(account["_id"], username="demo", password="demo", email="demo@example.com",
+                                first_name="Demo", last_name="User")
+    demo = {"account_id": account["_id"], "api_key": account["pvt_api_key"], "realm": account["realm"],
+            "username": "demo", "password": "demo"}
+    path.write_text(json.dumps(demo, indent=2) + "\n")
+    return demo
+
+
+def _print_demo(config: Config, demo: dict[str, Any]) -> None:
+    base = f"http://{config.host}:{config.port}"
+    print(f"""
+kazoo_vm is listening on {base} (embedded store, data in {config.data_dir})
+Demo account {demo['account_id']} (user demo / password demo). Get a token:
+
+  curl -s -X PUT {base}/v2/api_auth -d '{{"data":{{"api_key":"{demo['api_key']}"}}}}'
+
+then list its voicemail boxes:
+
+  curl -s -H "X-Auth-Token: $TOKEN" {base}/v2/accounts/{demo['account_id']}/vmboxes
+""", flush=True)
+
+
+async def serve(config: Config) -> None:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    async with couch_url(config, serving=True) as url:
+        app = create_app(config, url)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+        if not config.couch_url:
+            services = Services.connect(url, timeout=config.couch_timeout)
+            try:
+                _print_demo(config, await _demo_account(config, services))
+            finally:
+                await services.close()
+        else:
+            print(f"kazoo_vm is listening on http://{config.host}:{config.port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+
+async def create_account(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    async with connected(config) as services:
+        doc = await services.accounts.create(name=args.name, realm=args.realm, parent_id=args.parent)
+    return {"account_id": doc["_id"], "api_key": doc["pvt_api_key"], "realm": doc["realm"], "name": doc["name"],
+            "parent_id": args.parent}
+
+
+async def create_user(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    async with connected(config) as services:
+        doc = await services.users.create(args.account, username=args.username, password=args.password,
+                                          email=args.email, first_name=args.first_name, last_name=args.last_name)
+    return {"user_id": doc["_id"], "account_id": args.account, "username": doc["username"]}
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="python -m kazoo_vm", description=__doc__.splitlines()[0])
+    commands = main.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the API")
+    serve_cmd.add_argument("--host")
+    serve_cmd.add_argument("--port", type=int)
+
+    accounts = commands.add_parser("accounts", help="manage accounts").add_subparsers(dest="action", required=True)
+    account_create = accounts.add_parser("create", help="create an account (prints its id and API key)")
+    account_create.add_argument("--name", required=True)
+    account_create.add_argument("--realm")
+    account_create.add_argument("--parent", metavar="ACCOUNT_ID")
+
+    users = commands.add_parser("users", help="manage users").add_subparsers(dest="action", required=True)
+    user_create = users.add_parser("create", help="create a user in an account")
+    user_create.add_argument("--account", required=True, metavar="ACCOUNT_ID")
+    user_create.add_argument("--username", required=True)
+    user_create.add_argument("--password", required=True)
+    user_create.add_argument("--email")
+    user_create.add_argument("--first-name")
+    user_create.add_argument("--last-name")
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = Config.from_env()
+    if args.command == "serve":
+        overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value}
+        if overrides:
+            from dataclasses import replace
+
+            config = replace(config, **overrides)
+        asyncio.run(serve(config))
+        return 0
+    from .storage import naming
+    from .storage.errors import StorageError
+
+    for name in ("parent", "account"):
+        value = getattr(args, name, None)
+        if value is not None and not naming.is_account_id(value):
+            print(f"error: --{name} must be a 32-hex account id", file=sys.stderr)
+            return 2
+    try:
+        if args.command == "accounts":
+            result = asyncio.run(create_account(config, args))
+        else:
+            result = asyncio.run(create_user(config, args))
+    except StorageError as error:
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,73 @@
+"""Settings, read once from ``KAZOO_VM_*`` environment variables (see README.rst)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS_DIR = PROJECT_ROOT / "schemas"
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, not {raw!r}") from None
+    if value < minimum:
+        raise SystemExit(f"{name} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, not {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Config:
+    couch_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = PROJECT_ROOT / ".kazoo_vm_data"
+    retention_days: int = 93
+    jwt_secret: str | None = None
+    token_lifetime: int = 3600
+    couch_timeout: float = 30.0
+    max_upload_size: int = 8_000_000
+    page_size: int = 50
+    max_range: int = 2_682_000
+    default_privacy_number: str = "anonymous"
+    smtp_url: str | None = None
+    smtp_from: str = "voicemail@kazoo-vm.local"
+
+    @property
+    def retention_seconds(self) -> int:
+        """Kazoo's window: ``days * 86400 + 3600``."""
+        return self.retention_days * 86400 + 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        return cls(
+            couch_url=env.get("KAZOO_VM_COUCH_URL") or None,
+            host=env.get("KAZOO_VM_HOST") or "127.0.0.1",
+            port=_int(env, "KAZOO_VM_PORT", 8000),
+            data_dir=Path(env.get("KAZOO_VM_DATA_DIR") or PROJECT_ROOT / ".kazoo_vm_data"),
+            retention_days=_int(env, "KAZOO_VM_RETENTION_DAYS", 93),
+            jwt_secret=env.get("KAZOO_VM_JWT_SECRET") or None,
+            token_lifetime=_int(env, "KAZOO_VM_TOKEN_LIFETIME", 3600),
+            couch_timeout=_float(env, "KAZOO_VM_COUCH_TIMEOUT", 30.0),
+            smtp_url=env.get("KAZOO_VM_SMTP_URL") or None,
+            smtp_from=env.get("KAZOO_VM_SMTP_FROM") or "voicemail@kazoo-vm.local",
+        )

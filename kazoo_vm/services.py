@@ -1,0 +1,29 @@
+"""The storage objects of one application, built over one CouchDB connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .storage.accounts import Accounts, Users
+from .storage.couch import Couch
+from .storage.messages import Messages
+from .storage.store import Store
+from .storage.vmboxes import Vmboxes
+
+
+@dataclass
+class Services:
+    store: Store
+    accounts: Accounts
+    users: Users
+    vmboxes: Vmboxes
+    messages: Messages
+
+    @classmethod
+    def connect(cls, couch_url: str, *, timeout: float) -> Services:
+        store = Store(Couch(couch_url, timeout=timeout))
+        return cls(store=store, accounts=Accounts(store), users=Users(store),
+                   vmboxes=Vmboxes(store), messages=Messages(store))
+
+    async def close(self) -> None:
+        await self.store.close()

@@ -1,0 +1,257 @@
+"""The one place that sends requests to CouchDB.
+
+The connection (session, credentials, timeouts) is an ``aiocouch.CouchDB``. Its
+document-level API is bypassed on purpose: it builds ``_all_docs``/``_bulk_docs``
+URLs without quoting slash-named databases (``account/ab/cd/...``), decodes JSON only
+when the server labels it ``application/json`` (pouchdb-server does not unless asked)
+and caches documents in a way that hides revisions. Every request therefore goes through
+the session's raw request with the database name quoted here, ``Accept:
+application/json`` always sent, and errors translated once into :mod:`.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import aiohttp
+from aiocouch import CouchDB
+from aiocouch.exception import RemoteResponseError
+
+from .errors import Conflict, NotFound, StoreFault, Unavailable
+
+JSON_HEADERS = {"Accept": "application/json"}
+
+Json = Any
+QueryValue = str | int | bool | float | None | list[Any] | dict[str, Any]
+
+# View query parameters whose values CouchDB expects JSON-encoded.
+JSON_PARAMS = frozenset({"key", "keys", "startkey", "endkey", "start_key", "end_key"})
+
+
+def quote_db(name: str) -> str:
+    """``account/ab/cd/ef…`` → ``account%2Fab%2Fcd%2Fef…`` (CouchDB's path form)."""
+    return quote(name, safe="")
+
+
+def quote_doc(doc_id: str) -> str:
+    """Path form of a document id; design documents keep their literal slash."""
+    if doc_id.startswith("_design/"):
+        return "_design/" + quote(doc_id[len("_design/"):], safe="")
+    return quote(doc_id, safe="")
+
+
+def encode_params(params: Mapping[str, QueryValue]) -> dict[str, str]:
+    """Query parameters as CouchDB reads them (JSON for keys, lower-case booleans)."""
+    encoded: dict[str, str] = {}
+    for name, value in params.items():
+        if value is None and name not in JSON_PARAMS:
+            continue
+        if name in JSON_PARAMS:
+            encoded[name] = json.dumps(value, separators=(",", ":"))
+        elif isinstance(value, bool):
+            encoded[name] = "true" if value else "false"
+        else:
+            encoded[name] = str(value)
+    return encoded
+
+
+@dataclass(frozen=True)
+class CouchEndpoint:
+    """A server URL split into the address and the credentials it carries."""
+
+    url: str
+    user: str | None
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> CouchEndpoint:
+        parts = urlsplit(url.rstrip("/"))
+        host = parts.hostname or "127.0.0.1"
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port:
+            netloc += f":{parts.port}"
+        clean = urlunsplit((parts.scheme or "http", netloc, parts.path, "", ""))
+        user = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        return cls(url=clean, user=user, password=password)
+
+
+class Couch:
+    """A CouchDB server. Methods raise :class:`NotFound`, :class:`Conflict`,
+    :class:`Unavailable` or :class:`StoreFault`, never a client library error."""
+
+    def __init__(self, url: str, *, timeout: float = 30.0, connect_timeout: float = 3.0) -> None:
+        self.endpoint = CouchEndpoint.parse(url)
+        client_timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=timeout
+        )
+        self._couchdb = CouchDB(
+            self.endpoint.url,
+            user=self.endpoint.user,
+            password=self.endpoint.password,
+            timeout=client_timeout,
+        )
+
+    async def close(self) -> None:
+        await self._couchdb.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, QueryValue] | None = None,
+        json_body: Json = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        raw: bool = False,
+    ) -> tuple[int, Mapping[str, str], Any]:
+        """Send one request; ``path`` is already quoted. Returns status, headers and the
+        decoded JSON body (or the bytes when ``raw``)."""
+        all_headers = dict(JSON_HEADERS)
+        if headers:
+            all_headers.update(headers)
+        kwargs: dict[str, Any] = {"headers": all_headers}
+        if json_body is not None:
+            kwargs["data"] = json.dumps(json_body, separators=(",", ":")).encode()
+            all_headers["Content-Type"] = "application/json"
+        elif data is not None:
+            kwargs["data"] = data
+        try:
+            response, body = await self._couchdb._server._request(
+                method,
+                path,
+                params=encode_params(params or {}),
+                return_json=not raw,
+                **kwargs,
+            )
+        except RemoteResponseError as error:
+            raise translate(error, path) from None
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError, aiohttp.ClientPayloadError) as error:
+            raise Unavailable(str(error) or type(error).__name__) from None
+        except (aiohttp.ClientError, ValueError) as error:
+            raise StoreFault("unexpected_response", str(error)) from None
+        return response.status, response.headers, body
+
+    async def get_json(self, path: str, **params: QueryValue) -> Json:
+        return (await self.request("GET", path, params=params))[2]
+
+    async def info(self) -> Json:
+        """The server's welcome document (``GET /``)."""
+        return await self.get_json("/")
+
+    # -- databases -----------------------------------------------------------------
+
+    async def db_exists(self, db: str) -> bool:
+        try:
+            await self.request("HEAD", f"/{quote_db(db)}", raw=True)
+        except NotFound:
+            return False
+        return True
+
+    async def create_db(self, db: str) -> bool:
+        """Create ``db``; returns False when it existed already."""
+        try:
+            await self.request("PUT", f"/{quote_db(db)}")
+        except Conflict:  # 412 file_exists
+            return False
+        return True
+
+    async def delete_db(self, db: str) -> None:
+        try:
+            await self.request("DELETE", f"/{quote_db(db)}")
+        except NotFound:
+            pass
+
+    # -- documents -----------------------------------------------------------------
+
+    async def get_doc(self, db: str, doc_id: str, **params: QueryValue) -> dict[str, Any]:
+        doc = await self.get_json(f"/{quote_db(db)}/{quote_doc(doc_id)}", **params)
+        if not isinstance(doc, dict):
+            raise StoreFault("unexpected_response", "document is not an object")
+        return doc
+
+    async def put_doc(self, db: str, doc: dict[str, Any]) -> str:
+        """Save ``doc`` (its ``_id`` in URL and body alike); returns the new revision
+        and stores it in ``doc['_rev']``."""
+        _, _, body = await self.request(
+            "PUT", f"/{quote_db(db)}/{quote_doc(doc['_id'])}", json_body=doc
+        )
+        doc["_rev"] = body["rev"]
+        return str(body["rev"])
+
+    async def delete_doc(self, db: str, doc_id: str, rev: str) -> None:
+        await self.request("DELETE", f"/{quote_db(db)}/{quote_doc(doc_id)}", params={"rev": rev})
+
+    async def all_docs(self, db: str, keys: Sequence[str]) -> list[dict[str, Any]]:
+        """``_all_docs?include_docs=true`` for ``keys``; one row per key, in order."""
+        _, _, body = await self.request(
+            "POST",
+            f"/{quote_db(db)}/_all_docs",
+            params={"include_docs": True},
+            json_body={"keys": list(keys)},
+        )
+        return list(body["rows"])
+
+    async def bulk_docs(self, db: str, docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``_bulk_docs``; one result per document (``rev`` or ``error``), in order."""
+        _, _, body = await self.request(
+            "POST", f"/{quote_db(db)}/_bulk_docs", json_body={"docs": list(docs)}
+        )
+        return list(body)
+
+    async def view(
+        self, db: str, design: str, view: str, **params: QueryValue
+    ) -> list[dict[str, Any]]:
+        """Rows of ``_design/<design>/_view/<view>`` (no reduce)."""
+        body = await self.get_json(
+            f"/{quote_db(db)}/_design/{quote(design, safe='')}/_view/{quote(view, safe='')}",
+            **params,
+        )
+        return list(body["rows"])
+
+    # -- attachments ---------------------------------------------------------------
+
+    async def get_attachment(self, db: str, doc_id: str, name: str) -> tuple[bytes, str]:
+        """The bytes and content type of one attachment."""
+        _, headers, body = await self.request(
+            "GET",
+            f"/{quote_db(db)}/{quote_doc(doc_id)}/{quote(name, safe='')}",
+            headers={"Accept": "*/*"},
+            raw=True,
+        )
+        return bytes(body), headers.get("Content-Type", "application/octet-stream")
+
+    async def put_attachment(
+        self, db: str, doc_id: str, rev: str, name: str, data: bytes, content_type: str
+    ) -> str:
+        """Store an attachment with the standalone attachment API; returns the new rev."""
+        _, _, body = await self.request(
+            "PUT",
+            f"/{quote_db(db)}/{quote_doc(doc_id)}/{quote(name, safe='')}",
+            params={"rev": rev},
+            data=data,
+            headers={"Content-Type": content_type},
+        )
+        return str(body["rev"])
+
+
+def translate(error: RemoteResponseError, path: str) -> Exception:
+    """One table from CouchDB's answer to the storage errors."""
+    reason = error.reason or error.message or ""
+    if error.status == 404:
+        return NotFound(path, reason)
+    if error.status in (409, 412):
+        return Conflict(path, reason)
+    if error.status in (401, 403):
+        return StoreFault("store_unauthorized", reason)
+    if error.status in (500, 502, 503, 504) and "timeout" in str(reason).lower():
+        return Unavailable(reason)
+    if error.status in (502, 503, 504):
+        return Unavailable(reason)
+    return StoreFault(f"store_{error.status}", reason)

@@ -1,0 +1,67 @@
+"""Databases of an account: opened with their design documents, created on demand."""
+
+from __future__ import annotations
+
+from . import design, naming
+from .couch import Couch
+from .design import Designs
+from .errors import NotFound
+
+
+class Store:
+    """The CouchDB server as kazoo_vm uses it. Resource modules (``vmboxes``,
+    ``messages``, ``accounts``) build on it; nothing above storage touches ``couch``."""
+
+    def __init__(self, couch: Couch) -> None:
+        self.couch = couch
+        self.designs = Designs(couch)
+        self._ready = False
+
+    async def close(self) -> None:
+        await self.couch.close()
+
+    async def setup(self) -> None:
+        """Create the global databases and their design documents (idempotent; after
+        the first success of a process, free)."""
+        if self._ready:
+            return
+        for db in (naming.ACCOUNTS_DB, naming.SYSTEM_CONFIG_DB):
+            if not await self.couch.db_exists(db):
+                await self.couch.create_db(db)
+        await self.designs.ensure(naming.ACCOUNTS_DB, design.ACCOUNTS)
+        self._ready = True
+
+    async def account_db(self, account_id: str) -> str:
+        """The account database, with ``vmboxes`` and ``users`` views current.
+        Raises NotFound when it does not exist."""
+        db = naming.account_db(account_id)
+        await self.designs.ensure(db, design.VMBOXES)
+        await self.designs.ensure(db, design.USERS)
+        return db
+
+    async def create_account_db(self, account_id: str) -> str:
+        db = naming.account_db(account_id)
+        await self.couch.create_db(db)
+        self.designs.forget(db)
+        return await self.account_db(account_id)
+
+    async def existing_modbs(self, account_id: str, from_gregorian: int, to_gregorian: int) -> list[str]:
+        """MODBs of the window that exist, newest first, with ``mailbox_messages`` current."""
+        found = []
+        for db in naming.modbs_between(account_id, from_gregorian, to_gregorian):
+            try:
+                await self.designs.ensure(db, design.MAILBOX_MESSAGES)
+            except NotFound:
+                continue
+            found.append(db)
+        return found
+
+    async def modb(self, account_id: str, year: int, month: int) -> str:
+        """The MODB of a month, created (with its design document) if missing."""
+        db = naming.modb(account_id, year, month)
+        try:
+            await self.designs.ensure(db, design.MAILBOX_MESSAGES)
+        except NotFound:
+            await self.couch.create_db(db)
+            await self.designs.ensure(db, design.MAILBOX_MESSAGES)
+        return db

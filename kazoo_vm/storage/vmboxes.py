@@ -1,0 +1,74 @@
+"""Voicemail boxes (``pvt_type: vmbox``) in the account database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..start_key import StartKey
+from . import design
+from .errors import NotFound
+from .paging import Page, RowFilter, ViewRange, read_page
+from .store import Store
+
+PVT_TYPE = "vmbox"
+
+
+class Vmboxes:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._couch = store.couch
+
+    async def fetch(self, account_id: str, box_id: str, *, deleted_ok: bool = False) -> dict[str, Any]:
+        """The box document. NotFound when missing, soft-deleted (unless ``deleted_ok``)
+        or of another ``pvt_type`` (a doc without ``pvt_type`` is accepted, as Kazoo does)."""
+        db = await self._store.account_db(account_id)
+        doc = await self._couch.get_doc(db, box_id)
+        if doc.get("pvt_type", PVT_TYPE) != PVT_TYPE or (doc.get("pvt_deleted") and not deleted_ok):
+            raise NotFound(box_id)
+        return doc
+
+    async def fetch_many(self, account_id: str, box_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Existing, non-deleted boxes among ``box_ids`` (one request)."""
+        db = await self._store.account_db(account_id)
+        found = {}
+        for row in await self._couch.all_docs(db, box_ids):
+            doc = row.get("doc")
+            if isinstance(doc, dict) and doc.get("pvt_type", PVT_TYPE) == PVT_TYPE and not doc.get("pvt_deleted"):
+                found[doc["_id"]] = doc
+        return found
+
+    async def save(self, account_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """Create or update (``_rev`` decides); Conflict when the revision is stale or
+        the id is taken."""
+        db = await self._store.account_db(account_id)
+        await self._couch.put_doc(db, doc)
+        return doc
+
+    async def delete(self, account_id: str, doc: dict[str, Any]) -> None:
+        """Remove the document for real (``should_soft_delete=false``)."""
+        db = await self._store.account_db(account_id)
+        await self._couch.delete_doc(db, doc["_id"], doc["_rev"])
+
+    async def ids_with_mailbox(self, account_id: str, number: int) -> list[str]:
+        """Ids of non-deleted boxes whose ``parseInt(mailbox)`` is ``number``
+        (view ``vmboxes/listing_by_mailbox``)."""
+        db = await self._store.account_db(account_id)
+        rows = await self._couch.view(db, design.VMBOXES, "listing_by_mailbox", key=number)
+        return [row["id"] for row in rows]
+
+    async def listing(self, account_id: str, *, page_size: int | None, start: StartKey | None,
+                      descending: bool, keep_doc: RowFilter | None) -> Page:
+        """Rows of ``vmboxes/crossbar_listing`` (keyed by box name): values are box
+        summaries ``{id, name, mailbox, owner_id?, messages, flags}``. With ``keep_doc``
+        the documents are read too and rows whose doc it refuses are skipped."""
+        db = await self._store.account_db(account_id)
+        view = ViewRange(
+            design=design.VMBOXES,
+            view="crossbar_listing",
+            startkey={} if descending else None,
+            endkey=None if descending else {},
+            descending=descending,
+            include_docs=keep_doc is not None,
+        )
+        keep = None if keep_doc is None else (lambda row: keep_doc(row.get("doc") or {}))
+        return await read_page(self._couch, [db], view, page_size=page_size, start=start, keep=keep)

@@ -1,0 +1,183 @@
+"""The fixture ladder: store → app/client → account → token → api → vmbox.
+
+The store is a real CouchDB-protocol server: the one at ``KAZOO_VM_COUCH_URL`` when set
+(Apache CouchDB in production tests), else a pouchdb-server started in memory for the
+session. Every test gets its own account, hence its own databases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from kazoo_vm.app import create_app
+from kazoo_vm.config import Config
+from kazoo_vm.embedded_store import EmbeddedStore
+from kazoo_vm.services import Services
+from kazoo_vm.storage import naming
+from kazoo_vm.storage.couch import quote_db
+
+
+
+@pytest.fixture(scope="session")
+def couch_url() -> Iterator[str]:
+    configured = os.environ.get("KAZOO_VM_COUCH_URL")
+    if configured:
+        yield configured
+        return
+    store = EmbeddedStore()
+    url = store.start()
+    try:
+        yield url
+    finally:
+        store.stop()
+
+
+@pytest.fixture
+def config(couch_url: str) -> Config:
+    return replace(Config(), couch_url=couch_url, jwt_secret=None)
+
+
+@pytest.fixture
+async def services(config: Config, couch_url: str) -> AsyncIterator[Services]:
+    """Direct storage access, for building fixtures the way Kazoo would store them
+    and for checking stored documents."""
+    connected = Services.connect(couch_url, timeout=config.couch_timeout)
+    created: list[str] = []
+    connected.created_accounts = created  # type: ignore[attr-defined]
+    try:
+        yield connected
+    finally:
+        await _drop_accounts(connected, created)
+        await connected.close()
+
+
+async def _drop_accounts(services: Services, account_ids: list[str]) -> None:
+    """Delete what the test created (keeps a shared Apache CouchDB tidy)."""
+    if not os.environ.get("KAZOO_VM_COUCH_URL"):
+        return
+    couch = services.store.couch
+    for account_id in account_ids:
+        base = naming.account_db(account_id)
+        for suffix in [""] + [f"-{y:04d}{m:02d}" for y in range(2024, 2028) for m in range(1, 13)]:
+            if await couch.db_exists(base + suffix):
+                await couch.delete_db(base + suffix)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, config: Config, couch_url: str) -> TestClient[web.Request, web.Application]:
+    app = create_app(config, couch_url)
+    result: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+    return result
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: Any
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def data(self) -> Any:
+        return self.json["data"]
+
+
+@dataclass
+class Api:
+    """HTTP calls on behalf of one account. Paths are relative to the account
+    (``/vmboxes``), or absolute when they start with ``/v2``."""
+
+    client: TestClient[web.Request, web.Application]
+    account_id: str
+    token: str | None
+
+    def url(self, path: str) -> str:
+        return path if path.startswith("/v2") else f"/v2/accounts/{self.account_id}{path}"
+
+    async def call(self, method: str, path: str, *, data: Any = None, body: bytes | str | None = None,
+                   headers: dict[str, str] | None = None, token: str | None = None,
+                   params: dict[str, str] | None = None) -> Reply:
+        all_headers = {"Content-Type": "application/json"}
+        use_token = token if token is not None else self.token
+        if use_token:
+            all_headers["X-Auth-Token"] = use_token
+        all_headers.update(headers or {})
+        payload = body if body is not None else (None if data is None else json.dumps({"data": data}))
+        async with self.client.request(method, self.url(path), data=payload, headers=all_headers,
+                                       params=params) as response:
+            return Reply(response.status, response.headers, await response.read())
+
+    async def get(self, path: str, **kwargs: Any) -> Reply:
+        return await self.call("GET", path, **kwargs)
+
+    async def put(self, path: str, data: Any = None, **kwargs: Any) -> Reply:
+        return await self.call("PUT", path, data=data, **kwargs)
+
+    async def post(self, path: str, data: Any = None, **kwargs: Any) -> Reply:
+        return await self.call("POST", path, data=data, **kwargs)
+
+    async def patch(self, path: str, data: Any = None, **kwargs: Any) -> Reply:
+        return await self.call("PATCH", path, data=data, **kwargs)
+
+    async def delete(self, path: str, data: Any = None, **kwargs: Any) -> Reply:
+        return await self.call("DELETE", path, data=data, **kwargs)
+
+
+async def make_account(services: Services, *, name: str = "Test Account", parent_id: str | None = None,
+                       realm: str | None = None) -> dict[str, Any]:
+    doc = await services.accounts.create(name=name, realm=realm, parent_id=parent_id)
+    services.created_accounts.append(doc["_id"])  # type: ignore[attr-defined]
+    return doc
+
+
+async def login(client: TestClient[web.Request, web.Application], api_key: str) -> str:
+    async with client.put("/v2/api_auth", json={"data": {"api_key": api_key}}) as response:
+        assert response.status == 201, await response.text()
+        return str((await response.json())["auth_token"])
+
+
+@pytest.fixture
+async def account(services: Services) -> dict[str, Any]:
+    return await make_account(services)
+
+
+@pytest.fixture
+async def api(client: TestClient[web.Request, web.Application], account: dict[str, Any]) -> Api:
+    return Api(client, account["_id"], await login(client, account["pvt_api_key"]))
+
+
+@pytest.fixture
+async def vmbox(api: Api) -> dict[str, Any]:
+    reply = await api.put("/vmboxes", {"name": "VMBox 0", "mailbox": "3000"})
+    assert reply.status == 201, reply.body
+    return dict(reply.data)
+
+
+def assert_error(reply: Reply, status: int, message: str) -> dict[str, Any]:
+    """The Kazoo error envelope with this status and message; returns its ``data``."""
+    assert reply.status == status, reply.body
+    assert reply.headers["Content-Type"] == "application/json"
+    body = reply.json
+    assert body["status"] == "error"
+    assert body["error"] == str(status)
+    assert body["message"] == message
+    assert isinstance(body["data"], dict)
+    return dict(body["data"])
+
+
+async def stored_doc(services: Services, db: str, doc_id: str) -> dict[str, Any]:
+    return await services.store.couch.get_doc(db, doc_id)
+
+
+__all__ = ["Api", "Reply", "assert_error", "make_account", "login", "stored_doc", "quote_db"]

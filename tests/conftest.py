@@ -7,6 +7,7 @@ session. Every test gets its own account, hence its own databases.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -113,7 +114,11 @@ class Api:
         if use_token:
             all_headers["X-Auth-Token"] = use_token
         all_headers.update(headers or {})
-        payload = body if body is not None else (None if data is None else json.dumps({"data": data}))
+        payload: Any = body if body is not None else (None if data is None else json.dumps({"data": data}))
+        if isinstance(payload, str):
+            payload = payload.encode()
+        if isinstance(payload, bytes) and len(payload) > 512 * 1024:
+            payload = io.BytesIO(payload)
         async with self.client.request(method, self.url(path), data=payload, headers=all_headers,
                                        params=params) as response:
             return Reply(response.status, response.headers, await response.read())

@@ -12,6 +12,7 @@ application/json`` always sent, and errors translated once into :mod:`.errors`.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from aiocouch.exception import RemoteResponseError
 from .errors import Conflict, NotFound, StoreFault, Unavailable
 
 JSON_HEADERS = {"Accept": "application/json"}
+LARGE_BODY = 256 * 1024
 
 Json = Any
 QueryValue = str | int | bool | float | None | list[Any] | dict[str, Any]
@@ -118,10 +120,11 @@ class Couch:
             all_headers.update(headers)
         kwargs: dict[str, Any] = {"headers": all_headers}
         if json_body is not None:
-            kwargs["data"] = json.dumps(json_body, separators=(",", ":")).encode()
+            data = json.dumps(json_body, separators=(",", ":")).encode()
             all_headers["Content-Type"] = "application/json"
-        elif data is not None:
-            kwargs["data"] = data
+        if data is not None:
+            # aiohttp sends large bodies from a file-like object without blocking the loop.
+            kwargs["data"] = io.BytesIO(data) if len(data) > LARGE_BODY else data
         try:
             response, body = await self._couchdb._server._request(
                 method,

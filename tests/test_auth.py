@@ -1,0 +1,176 @@
+"""Tokens: issue (api_auth, user_auth), accept (three places), refuse, and account scope."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from typing import Any
+
+import jwt
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from conftest import Api, assert_error, login, make_account
+from kazoo_vm.app import create_app
+from kazoo_vm.config import Config
+from kazoo_vm.services import Services
+from kazoo_vm.storage.accounts import signing_secret
+
+Client = TestClient[web.Request, web.Application]
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+def md5_credentials(username: str, password: str) -> str:
+    return hashlib.md5(f"{username.lower()}:{password}".encode()).hexdigest()
+
+
+async def user_auth(client: Client, data: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    async with client.put("/v2/user_auth", json={"data": data}, headers=headers or {}) as response:
+        return response.status, await response.json()
+
+
+async def test_api_auth_answers_201_with_a_jwt(client: Client, account: dict[str, Any]) -> None:
+    async with client.put("/v2/api_auth", json={"data": {"api_key": account["pvt_api_key"]}}) as response:
+        assert response.status == 201
+        body = await response.json()
+    assert body["auth_token"].count(".") == 2
+    claims = claims_of(body["auth_token"])
+    assert claims["account_id"] == account["_id"]
+    assert claims["exp"] > time.time()
+    assert body["data"]["account_id"] == account["_id"]
+
+
+async def test_api_auth_with_unknown_key_is_401_with_data_object(client: Client) -> None:
+    async with client.put("/v2/api_auth", json={"data": {"api_key": "nope"}}) as response:
+        assert response.status == 401
+        body = await response.json()
+    assert body["data"] == {"message": "invalid credentials"}
+
+
+async def test_user_auth_by_account_name_with_md5(client: Client, services: Services,
+                                                   account: dict[str, Any]) -> None:
+    user = await services.users.create(account["_id"], username="Alice", password="secret")
+    status, body = await user_auth(client, {"credentials": md5_credentials("alice", "secret"),
+                                            "account_name": account["name"]})
+    assert status == 201
+    assert body["data"]["owner_id"] == user["_id"]
+    assert claims_of(body["auth_token"])["owner_id"] == user["_id"]
+    for key in ("account_id", "is_reseller", "reseller_id", "language", "apps"):
+        assert key in body["data"]
+
+
+async def test_user_auth_by_realm_with_sha1(client: Client, services: Services, account: dict[str, Any]) -> None:
+    await services.users.create(account["_id"], username="bob", password="pw")
+    sha = hashlib.sha1(b"bob:pw").hexdigest()
+    status, _ = await user_auth(client, {"credentials": sha, "method": "sha", "realm": account["realm"]})
+    assert status == 201
+
+
+async def test_user_auth_by_account_realm(client: Client, services: Services, account: dict[str, Any]) -> None:
+    await services.users.create(account["_id"], username="carol", password="pw")
+    status, _ = await user_auth(client, {"credentials": md5_credentials("carol", "pw"),
+                                         "account_realm": account["realm"]})
+    assert status == 201
+
+
+async def test_user_auth_ignores_bogus_x_auth_token(client: Client, services: Services,
+                                                    account: dict[str, Any]) -> None:
+    await services.users.create(account["_id"], username="dave", password="pw")
+    for bogus in ("undefined", "", "garbage.token.here"):
+        status, _ = await user_auth(client, {"credentials": md5_credentials("dave", "pw"),
+                                             "account_name": account["name"]}, headers={"X-Auth-Token": bogus})
+        assert status == 201
+
+
+async def test_user_auth_with_wrong_password_is_401(client: Client, services: Services,
+                                                    account: dict[str, Any]) -> None:
+    await services.users.create(account["_id"], username="erin", password="pw")
+    status, body = await user_auth(client, {"credentials": md5_credentials("erin", "wrong"),
+                                            "account_name": account["name"]})
+    assert status == 401
+    assert isinstance(body["data"], dict)
+
+
+async def test_missing_token_is_401_invalid_credentials(api: Api) -> None:
+    data = assert_error(await api.get("/vmboxes", token=""), 401, "invalid_credentials")
+    assert data == {"message": "invalid credentials"}
+
+
+async def test_garbage_token_is_401_with_empty_data(api: Api) -> None:
+    data = assert_error(await api.get("/vmboxes", token="not-a-token"), 401, "invalid credentials")
+    assert data == {}
+
+
+async def test_expired_token_is_401(api: Api, services: Services) -> None:
+    secret = await signing_secret(services.store)
+    expired = jwt.encode({"account_id": api.account_id, "iss": "kazoo_vm", "exp": int(time.time()) - 5},
+                         secret, algorithm="HS256")
+    assert_error(await api.get("/vmboxes", token=expired), 401, "invalid credentials")
+
+
+async def test_tampered_token_is_401(api: Api) -> None:
+    assert api.token is not None
+    head, payload, signature = api.token.split(".")
+    claims = claims_of(api.token)
+    claims["account_id"] = "f" * 32
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
+    assert_error(await api.get("/vmboxes", token=f"{head}.{forged}.{signature}"), 401, "invalid credentials")
+
+
+async def test_token_signed_with_another_key_is_401(api: Api) -> None:
+    other = jwt.encode({"account_id": api.account_id, "iss": "kazoo_vm", "exp": int(time.time()) + 60},
+                       "another-secret-that-is-long-enough-for-hs256", algorithm="HS256")
+    assert_error(await api.get("/vmboxes", token=other), 401, "invalid credentials")
+
+
+async def test_token_accepted_from_query_string(api: Api) -> None:
+    assert api.token is not None
+    reply = await api.get("/vmboxes", token="", params={"auth_token": api.token})
+    assert reply.status == 200
+
+
+async def test_token_accepted_from_bearer_authorization(api: Api) -> None:
+    reply = await api.get("/vmboxes", token="", headers={"Authorization": f"Bearer {api.token}"})
+    assert reply.status == 200
+
+
+async def test_token_of_another_account_is_403(api: Api, services: Services) -> None:
+    other = await make_account(services, name="Other")
+    data = assert_error(await api.get(f"/v2/accounts/{other['_id']}/vmboxes"), 403, "forbidden")
+    assert data == {"message": "forbidden"}
+
+
+async def test_token_works_on_sub_accounts(api: Api, services: Services) -> None:
+    child = await make_account(services, name="Child", parent_id=api.account_id)
+    grandchild = await make_account(services, name="Grandchild", parent_id=child["_id"])
+    assert (await api.get(f"/v2/accounts/{child['_id']}/vmboxes")).status == 200
+    assert (await api.get(f"/v2/accounts/{grandchild['_id']}/vmboxes")).status == 200
+
+
+async def test_sub_account_token_is_403_on_its_parent(client: Client, api: Api, services: Services) -> None:
+    child = await make_account(services, name="Child", parent_id=api.account_id)
+    child_token = await login(client, child["pvt_api_key"])
+    assert_error(await api.get("/vmboxes", token=child_token), 403, "forbidden")
+
+
+async def test_malformed_account_id_is_404_bad_identifier(api: Api) -> None:
+    data = assert_error(await api.get("/v2/accounts/xyz/vmboxes"), 404, "bad identifier")
+    assert data == {"message": "invalid account_id 'xyz'"}
+
+
+async def test_unknown_account_is_404_bad_identifier(api: Api) -> None:
+    data = assert_error(await api.get(f"/v2/accounts/{'a' * 32}/vmboxes"), 404, "bad_identifier")
+    assert data["cause"] == "a" * 32
+
+
+async def test_second_instance_accepts_first_instance_tokens(aiohttp_client: Any, config: Config, couch_url: str,
+                                                             api: Api) -> None:
+    second: Client = await aiohttp_client(create_app(config, couch_url))
+    async with second.get(f"/v2/accounts/{api.account_id}/vmboxes", headers={"X-Auth-Token": str(api.token)}) as r:
+        assert r.status == 200

@@ -142,7 +142,9 @@ class Api:
 async def make_account(services: Services, *, name: str = "Test Account", parent_id: str | None = None,
                        realm: str | None = None) -> dict[str, Any]:
     doc = await services.accounts.create(name=name, realm=realm, parent_id=parent_id)
-    services.created_accounts.append(doc["_id"])  # type: ignore[attr-defined]
+    created = getattr(services, "created_accounts", None)
+    if created is not None:
+        created.append(doc["_id"])
     return doc
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -98,18 +99,19 @@ async def authenticate(request: web.Request, issuer: TokenIssuer) -> AuthContext
     return await issuer.verify(token)
 
 
-async def authorize_account(services: Services, context: AuthContext, account_id: str) -> None:
-    """The account must be well formed (404), exist (404) and be the token's account
-    or one of its descendants (403)."""
+ACCOUNT: web.RequestKey[dict[str, Any]] = web.RequestKey("account", dict)
+
+
+async def authorize_account(services: Services, context: AuthContext, account_id: str) -> dict[str, Any]:
+    """The account doc, once the account is well formed (else 404), exists (404) and is
+    the token's account or one of its descendants (403)."""
     if not naming.is_account_id(account_id):
         raise InvalidAccountId(account_id)
     try:
         account = await services.accounts.fetch(account_id)
     except NotFound:
         raise BadIdentifier(account_id) from None
-    if account_id == context.account_id:
-        return
     tree = account.get("pvt_tree")
-    if isinstance(tree, list) and context.account_id in tree:
-        return
+    if account_id == context.account_id or (isinstance(tree, list) and context.account_id in tree):
+        return account
     raise Forbidden()

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from . import appkeys, envelope
-from .auth import AUTH, authenticate, authorize_account
+from .auth import ACCOUNT, AUTH, authenticate, authorize_account
 from .errors import ApiError, InvalidMethod, NotFoundPath, UnspecifiedFault, from_storage, max_size_error
 from .storage.errors import StorageError
 
@@ -76,5 +76,5 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         request[envelope.AUTH_TOKEN] = context.token
         account_id = match_info.get("account_id")
         if account_id is not None:
-            await authorize_account(request.app[appkeys.SERVICES], context, account_id)
+            request[ACCOUNT] = await authorize_account(request.app[appkeys.SERVICES], context, account_id)
     return await handler(request)

@@ -7,6 +7,7 @@ Kazoo does. Top-level keys are normalised (lower case, ``-`` → ``_``).
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,3 +98,72 @@ async def read_payload(request: web.Request, limit: int) -> Payload:
     if not body.strip():
         return Payload()
     raise UnsupportedMediaType()
+
+
+AUDIO_TYPES = frozenset({"application/octet-stream", "audio/x-wav", "audio/wav", "audio/wave", "audio/x-wave",
+                         "audio/mpeg", "audio/mp3", "audio/mpeg3", "audio/x-mpeg", "audio/ogg", "audio/mp4",
+                         "audio/webm", "audio/x-m4a"})
+MAX_PARTS = 8
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    content_type: str
+    data: bytes
+
+
+async def read_upload(request: web.Request, limit: int) -> tuple[Payload, list[UploadedFile]]:
+    """The envelope and the uploaded files of a request that may carry audio: a JSON
+    body, a raw audio body, or multipart (``mixed``/``form-data``) with one JSON part
+    and file parts (their own Content-Type; ``Content-Transfer-Encoding: base64``
+    decoded). Part file names are ignored, as in Kazoo."""
+    content_type = request.content_type.lower() if request.headers.get("Content-Type") else ""
+    if content_type.startswith("multipart/"):
+        return await _read_multipart(request, limit)
+    if content_type in AUDIO_TYPES or content_type.startswith("audio/"):
+        body = await read_body(request, limit)
+        return Payload(), ([UploadedFile(content_type, body)] if body else [])
+    return await read_payload(request, limit), []
+
+
+async def _read_multipart(request: web.Request, limit: int) -> tuple[Payload, list[UploadedFile]]:
+    try:
+        reader = await request.multipart()
+    except (AssertionError, ValueError, KeyError):
+        raise validation_error("multipart", "invalid", "malformed multipart body", target="body") from None
+    envelope = Payload()
+    files: list[UploadedFile] = []
+    total = 0
+    parts = 0
+    try:
+        while True:
+            part = await reader.next()
+            if part is None:
+                break
+            parts += 1
+            if parts > MAX_PARTS:
+                raise validation_error("file", "maxItems", "Please provide a single media file", target=1)
+            data = await part.read(decode=False)  # type: ignore[union-attr]
+            total += len(data)
+            if total > limit:
+                raise max_size_error(limit)
+            headers = part.headers
+            if headers.get("Content-Transfer-Encoding", "").lower() == "base64":
+                try:
+                    data = base64.b64decode(data, validate=False)
+                except ValueError:
+                    raise validation_error("file", "invalid", "invalid base64 part", target="body") from None
+            part_type = headers.get("Content-Type", "application/octet-stream").split(";")[0].strip().lower()
+            if part_type in JSON_TYPES and part_type != "":
+                envelope = parse_envelope(data)
+            elif part_type == "" and data.lstrip().startswith(b"{"):
+                envelope = parse_envelope(data)
+            elif data:
+                files.append(UploadedFile(part_type, data))
+    except web.HTTPRequestEntityTooLarge:
+        raise max_size_error(limit) from None
+    except (ValueError, AssertionError, RuntimeError) as error:
+        if isinstance(error, ValidationError):
+            raise
+        raise validation_error("multipart", "invalid", "malformed multipart body", target="body") from None
+    return envelope, files

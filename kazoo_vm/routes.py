@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from . import appkeys
-from .handlers import auth, vmboxes
+from .handlers import auth, messages, messages_zip, vmboxes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -15,6 +15,10 @@ ACCOUNT = "/v2/accounts/{account_id}"
 VMBOXES = ACCOUNT + "/vmboxes"
 # `messages` after /vmboxes is the account-wide listing, never a box id.
 VMBOX = VMBOXES + "/{vmbox_id:(?!messages/?$)[^/]+}"
+ACCOUNT_MESSAGES = VMBOXES + "/messages"
+BOX_MESSAGES = VMBOX + "/messages"
+# `raw` after /messages is the ZIP download, never a message id.
+MESSAGE = BOX_MESSAGES + "/{message_id:(?!raw/?$)[^/]+}"
 
 
 def setup_routes(app: web.Application) -> None:
@@ -37,3 +41,15 @@ def setup_routes(app: web.Application) -> None:
     _add("POST", VMBOX, vmboxes.update_vmbox)
     _add("PATCH", VMBOX, vmboxes.patch_vmbox)
     _add("DELETE", VMBOX, vmboxes.delete_vmbox)
+
+    _add("GET", ACCOUNT_MESSAGES, messages.list_account_messages)
+    _add("GET", BOX_MESSAGES, messages.list_box_messages)
+    _add("PUT", BOX_MESSAGES, messages.create_message)
+    _add("POST", BOX_MESSAGES, messages.bulk_change)
+    _add("DELETE", BOX_MESSAGES, messages.bulk_delete)
+    _add("POST", BOX_MESSAGES + "/raw", messages_zip.download_zip)
+    _add("GET", MESSAGE, messages.get_message)
+    _add("POST", MESSAGE, messages.change_message)
+    _add("DELETE", MESSAGE, messages.delete_message)
+    _add("GET", MESSAGE + "/raw", messages.get_audio)
+    _add("PUT", MESSAGE + "/raw", messages.put_audio)

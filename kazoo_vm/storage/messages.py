@@ -1,21 +1,218 @@
-"""Voicemail messages (``pvt_type: mailbox_message``) in the monthly databases."""
+"""Voicemail messages (``pvt_type: mailbox_message``) in the monthly databases.
+
+A message lives in the MODB named by its id's ``YYYYMM`` prefix, its audio as the
+document's one attachment. Reads and writes of several messages are grouped per MODB:
+one ``_all_docs`` and one ``_bulk_docs`` each, whatever the count.
+"""
 
 from __future__ import annotations
 
+import base64
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
-from . import design
+from ..start_key import StartKey
+from . import design, naming
+from .couch import Couch
+from .errors import Conflict, NotFound
+from .paging import Page, RowFilter, ViewRange, read_page
 from .store import Store
 
 PVT_TYPE = "mailbox_message"
 FOLDERS = ("deleted", "new", "saved")
+FaultHook = Callable[[str], Awaitable[None]]
+Located = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Audio:
+    name: str
+    content_type: str
+    data: bytes
+
+
+def inline_attachments(audio: Audio) -> dict[str, Any]:
+    """``_attachments`` that replace every attachment with ``audio`` in the same write."""
+    return {audio.name: {"content_type": audio.content_type, "data": base64.b64encode(audio.data).decode()}}
+
+
+def stubs(audio: Audio) -> dict[str, Any]:
+    return {audio.name: {"content_type": audio.content_type, "length": len(audio.data), "stub": True}}
+
+
+def is_message(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("pvt_type") == PVT_TYPE
 
 
 class Messages:
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._couch = store.couch
+        self._couch: Couch = store.couch
+        # Test-only: awaited at named points of multi-step writes to simulate a crash.
+        self.fault: FaultHook | None = None
+
+    async def _fault(self, point: str) -> None:
+        if self.fault is not None:
+            await self.fault(point)
+
+    # -- single messages -----------------------------------------------------------
+
+    async def fetch(self, account_id: str, message_id: str) -> Located:
+        """(MODB, document) of a ``YYYYMM-…`` message; NotFound for anything else
+        (soft-deleted messages are returned, as Kazoo's single fetch does)."""
+        db = naming.modb_of_message(account_id, message_id)
+        if db is None:
+            raise NotFound(message_id)
+        try:
+            doc = await self._couch.get_doc(db, message_id)
+        except NotFound:
+            raise NotFound(message_id) from None
+        if not is_message(doc):
+            raise NotFound(message_id)
+        return db, doc
+
+    async def create(self, account_id: str, doc: dict[str, Any], audio: Audio | None) -> Located:
+        """Write a new message (and its audio, in the same write) into the MODB of its
+        id, creating that MODB when needed."""
+        year, month = int(doc["_id"][0:4]), int(doc["_id"][4:6])
+        db = await self._store.modb(account_id, year, month)
+        doc["pvt_account_db"] = naming.encoded_db(db)
+        if audio is not None:
+            doc["_attachments"] = inline_attachments(audio)
+        await self._couch.put_doc(db, doc)
+        if audio is not None:
+            doc["_attachments"] = stubs(audio)
+        return db, doc
+
+    async def save(self, db: str, doc: dict[str, Any]) -> dict[str, Any]:
+        await self._couch.put_doc(db, doc)
+        return doc
+
+    async def put_audio(self, db: str, doc: dict[str, Any], audio: Audio) -> dict[str, Any]:
+        """Replace the message's attachments by ``audio`` (one write, never a moment
+        without audio)."""
+        doc["_attachments"] = inline_attachments(audio)
+        try:
+            await self._couch.put_doc(db, doc)
+        finally:
+            doc["_attachments"] = stubs(audio)
+        return doc
+
+    async def audio(self, db: str, doc: dict[str, Any]) -> Audio | None:
+        """The message's audio: its attachment, or the one a Kazoo migration linked
+        (``pvt_attachments`` with ``kz_att_link``). None when it has none."""
+        attachments = doc.get("_attachments")
+        if isinstance(attachments, dict) and attachments:
+            name = sorted(attachments)[0]
+            data, content_type = await self._couch.get_attachment(db, doc["_id"], name)
+            stub = attachments[name] if isinstance(attachments[name], dict) else {}
+            return Audio(name, str(stub.get("content_type") or content_type), data)
+        linked = doc.get("pvt_attachments")
+        if isinstance(linked, dict):
+            for name, spec in sorted(linked.items()):
+                link = ((spec or {}).get("handler") or {}).get("kz_att_link") if isinstance(spec, dict) else None
+                if not isinstance(link, dict):
+                    continue
+                source_db, source_id = unquote(str(link.get("att_dbname", ""))), str(link.get("att_docid", ""))
+                found = await self.first_attachment(source_db, source_id)
+                if found is not None:
+                    return Audio(name, found.content_type, found.data)
+        return None
+
+    async def first_attachment(self, db: str, doc_id: str) -> Audio | None:
+        """The first attachment of any document (legacy ``private_media``)."""
+        if not (naming.is_account_db(db) and naming.LEGACY_MESSAGE_ID.match(doc_id)):
+            return None
+        try:
+            doc = await self._couch.get_doc(db, doc_id)
+        except NotFound:
+            return None
+        attachments = doc.get("_attachments")
+        if not isinstance(attachments, dict) or not attachments:
+            return None
+        name = sorted(attachments)[0]
+        data, content_type = await self._couch.get_attachment(db, doc_id, name)
+        return Audio(name, content_type, data)
+
+    async def transfer(self, source_db: str, source: dict[str, Any], copy: dict[str, Any],
+                       account_id: str, *, remove_source: bool) -> Located:
+        """Write ``copy`` (with the source's audio) into its MODB, and only once it is
+        stored remove the source (a move). A move retried after a crash finds its copy
+        already written (same id) and just finishes."""
+        audio = await self.audio(source_db, source)
+        await self._fault("transfer:before_copy")
+        try:
+            db, written = await self.create(account_id, copy, audio)
+        except Conflict:
+            db, written = await self.fetch(account_id, copy["_id"])
+            if written.get("pvt_previous_id") != copy.get("pvt_previous_id"):
+                raise
+        await self._fault("transfer:after_copy")
+        if remove_source:
+            try:
+                await self._couch.delete_doc(source_db, source["_id"], source["_rev"])
+            except NotFound:
+                pass
+        return db, written
+
+    # -- several messages ----------------------------------------------------------
+
+    async def fetch_many(self, account_id: str, message_ids: Iterable[str]) -> dict[str, Located]:
+        """``{id: (MODB, doc)}`` of the ids that are messages; one ``_all_docs`` per MODB."""
+        by_db: dict[str, list[str]] = defaultdict(list)
+        for message_id in message_ids:
+            db = naming.modb_of_message(account_id, message_id)
+            if db is not None:
+                by_db[db].append(message_id)
+        found: dict[str, Located] = {}
+        for db, ids in by_db.items():
+            try:
+                rows = await self._couch.all_docs(db, ids)
+            except NotFound:
+                continue
+            for row in rows:
+                doc = row.get("doc")
+                if is_message(doc):
+                    found[doc["_id"]] = (db, doc)
+        return found
+
+    async def save_many(self, docs: Iterable[Located]) -> tuple[list[str], dict[str, str]]:
+        """Write documents with one ``_bulk_docs`` per MODB; (saved ids, {id: reason})."""
+        by_db: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for db, doc in docs:
+            by_db[db].append(doc)
+        succeeded: list[str] = []
+        failed: dict[str, str] = {}
+        for db, batch in by_db.items():
+            for result in await self._couch.bulk_docs(db, batch):
+                if "error" in result:
+                    failed[str(result.get("id"))] = str(result["error"])
+                else:
+                    succeeded.append(str(result["id"]))
+        return succeeded, failed
+
+    async def soft_delete(self, by_db: dict[str, list[str]], now: int) -> tuple[list[str], dict[str, str]]:
+        """Folder ``deleted`` + ``pvt_deleted`` for the ids of each MODB."""
+        changes: list[Located] = []
+        failed: dict[str, str] = {}
+        for db, ids in by_db.items():
+            for row in await self._couch.all_docs(db, ids):
+                doc = row.get("doc")
+                if not is_message(doc):
+                    failed[str(row.get("key"))] = "not_found"
+                    continue
+                metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+                doc["metadata"] = {**metadata, "folder": "deleted"}
+                doc["pvt_deleted"] = True
+                doc["pvt_modified"] = now
+                changes.append((db, doc))
+        succeeded, save_failed = await self.save_many(changes)
+        return succeeded, {**failed, **save_failed}
+
+    # -- views ---------------------------------------------------------------------
 
     async def count_per_box(self, account_id: str, from_gregorian: int,
                             to_gregorian: int) -> dict[str, dict[str, int]]:
@@ -45,44 +242,34 @@ class Messages:
     async def ids_of_box(self, account_id: str, box_id: str, from_gregorian: int,
                          to_gregorian: int) -> dict[str, list[str]]:
         """``{modb: [message ids]}`` of a box's non-deleted messages in the window."""
-        found: dict[str, list[str]] = {}
-        for db in await self._store.existing_modbs(account_id, from_gregorian, to_gregorian):
-            rows = await self._couch.view(
-                db, design.MAILBOX_MESSAGES, "listing_by_mailbox",
-                startkey=[box_id, to_gregorian, {}], endkey=[box_id, from_gregorian], descending=True,
-            )
-            if rows:
-                found[db] = [row["id"] for row in rows]
-        return found
+        page = await self.listing(account_id, box_id, from_gregorian, to_gregorian, page_size=None)
+        found: dict[str, list[str]] = defaultdict(list)
+        for row in page.rows:
+            db = naming.modb_of_message(account_id, row["id"])
+            if db is not None:
+                found[db].append(row["id"])
+        return dict(found)
 
-    async def soft_delete(self, by_db: dict[str, list[str]], now: int) -> tuple[list[str], dict[str, str]]:
-        """Folder ``deleted`` + ``pvt_deleted: true`` for every id, one ``_all_docs``
-        and one ``_bulk_docs`` per database. Returns (succeeded ids, {id: reason})."""
-        succeeded: list[str] = []
-        failed: dict[str, str] = {}
-        for db, ids in by_db.items():
-            docs = []
-            for row in await self._couch.all_docs(db, ids):
-                doc = row.get("doc")
-                if not isinstance(doc, dict) or doc.get("pvt_type") != PVT_TYPE:
-                    failed[str(row.get("key"))] = "not_found"
-                    continue
-                metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-                doc["metadata"] = {**metadata, "folder": "deleted"}
-                doc["pvt_deleted"] = True
-                doc["pvt_modified"] = now
-                docs.append(doc)
-            if not docs:
-                continue
-            for result in await self._couch.bulk_docs(db, docs):
-                if "error" in result:
-                    failed[str(result.get("id"))] = "conflict" if result["error"] == "conflict" else str(result["error"])
-                else:
-                    succeeded.append(str(result["id"]))
-        return succeeded, failed
+    async def listing(self, account_id: str, box_id: str | None, from_gregorian: int, to_gregorian: int, *,
+                      page_size: int | None, start: StartKey | None = None, descending: bool = True,
+                      keep_doc: RowFilter | None = None) -> Page:
+        """Listing rows (``listing_by_mailbox`` for a box, else ``listing_by_timestamp``)
+        over the window's MODBs, newest first unless ``descending`` is False. Row
+        values are message summaries; with ``keep_doc`` rows carry their ``doc``."""
+        if box_id is None:
+            view_name, low, high = "listing_by_timestamp", [from_gregorian], [to_gregorian, {}]
+        else:
+            view_name, low, high = "listing_by_mailbox", [box_id, from_gregorian], [box_id, to_gregorian, {}]
+        dbs = await self._store.existing_modbs(account_id, from_gregorian, to_gregorian)
+        if not descending:
+            dbs.reverse()
+        view = ViewRange(design=design.MAILBOX_MESSAGES, view=view_name,
+                         startkey=high if descending else low, endkey=low if descending else high,
+                         descending=descending, include_docs=keep_doc is not None)
+        keep = None if keep_doc is None else (lambda row: keep_doc(row.get("doc") or {}))
+        return await read_page(self._couch, dbs, view, page_size=page_size, start=start, keep=keep)
 
 
 def window(now: int, retention_seconds: int) -> tuple[int, int]:
     """(From, To) of the retention window ending now."""
     return now - retention_seconds, now
-

@@ -21,6 +21,7 @@ LEGACY_MESSAGE_ID = re.compile(r"^[0-9a-f]{32}$")
 # Kazoo generates 32-hex box ids; a client may choose its own (crossbar copies
 # ``data.id``). Anything that could escape a URL segment or a database path is refused.
 VMBOX_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_\-.]{0,127}$")
+ACCOUNT_DB = re.compile(r"^account/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{28}$")
 GREGORIAN_UNIX_OFFSET = 62167219200
 
 
@@ -34,6 +35,10 @@ def is_vmbox_id(value: str) -> bool:
 
 def is_message_id(value: str) -> bool:
     return bool(MODB_MESSAGE_ID.match(value) or LEGACY_MESSAGE_ID.match(value))
+
+
+def is_account_db(name: str) -> bool:
+    return bool(ACCOUNT_DB.match(name))
 
 
 def account_db(account_id: str) -> str:

@@ -1,0 +1,216 @@
+"""Pure rules for voicemail message documents (Kazoo's ``kzd_box_message``).
+
+Building a new message, folders, the move/copy transform, the listing summary, the
+download file name and retention enforcement — no I/O here.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .documents import GREGORIAN_UNIX_OFFSET
+from .storage import naming
+
+PVT_TYPE = "mailbox_message"
+FOLDERS = ("new", "saved", "deleted")
+DEFAULT_TIMEZONE = "America/Los_Angeles"
+SUMMARY_KEYS = ("timestamp", "from", "to", "caller_id_number", "caller_id_name", "call_id", "folder", "length",
+                "media_id")
+RETENTION_MESSAGE = "this message is prior to retention policy, no update operation is permitted"
+EXTENSIONS = {"audio/mp3": "mp3", "audio/mpeg": "mp3", "audio/mpeg3": "mp3", "audio/x-mpeg": "mp3",
+              "audio/wav": "wav", "audio/x-wav": "wav", "audio/x-wave": "wav", "audio/wave": "wav",
+              "audio/ogg": "oga", "audio/mp4": "mp4", "audio/x-m4a": "m4a", "audio/webm": "weba",
+              "application/octet-stream": "bin"}
+CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/x-wav", "mp4": "audio/mp4", "oga": "audio/ogg",
+                 "ogg": "audio/ogg", "m4a": "audio/mp4"}
+
+
+def zone(name: Any) -> ZoneInfo | None:
+    if not isinstance(name, str) or not name or len(name) > 64:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def local_time(gregorian: int, tz_name: Any) -> tuple[datetime, bool]:
+    """The moment in the zone (UTC when the zone is unknown) and whether it was known."""
+    tz = zone(tz_name)
+    moment = datetime.fromtimestamp(max(gregorian - GREGORIAN_UNIX_OFFSET, 0), tz=timezone.utc)
+    return (moment.astimezone(tz), True) if tz is not None else (moment, False)
+
+
+def message_name(mailbox: Any, gregorian: int, tz_name: Any) -> str:
+    """``mailbox 3001 message 2017-10-02 17:0:0`` (hours, minutes, seconds unpadded)."""
+    moment, known = local_time(gregorian, tz_name)
+    name = (f"mailbox {mailbox} message {moment.year:04d}-{moment.month:02d}-{moment.day:02d} "
+            f"{moment.hour}:{moment.minute}:{moment.second}")
+    return name if known else name + " UTC"
+
+
+def message_id(gregorian: int, suffix: str | None = None) -> str:
+    year, month = naming.year_month(gregorian)
+    return f"{year:04d}{month:02d}-{suffix or secrets.token_hex(16)}"
+
+
+def moved_id(now: int, source_id: str, destination_box: str) -> str:
+    """The id a move gives a message: derived from what is moved where, so a retried
+    move finds the copy it already made instead of making another."""
+    digest = hashlib.md5(f"{source_id}>{destination_box}".encode()).hexdigest()
+    return message_id(now, digest)
+
+
+def with_realm(value: str, realm: str) -> str:
+    """kazoo_vm appends ``@realm`` only when the value has no ``@`` (Kazoo always does)."""
+    return value if "@" in value else f"{value}@{realm}"
+
+
+def split_address(value: str) -> tuple[str, str]:
+    user, _, realm = value.partition("@")
+    return user, realm
+
+
+def new_message(*, box: dict[str, Any], request: dict[str, Any], realm: str, timezone_name: Any,
+                privacy_number: str, now: int) -> dict[str, Any]:
+    """A new ``mailbox_message`` document (no private account fields yet) from
+    validated request metadata."""
+    timestamp = request.get("timestamp") if isinstance(request.get("timestamp"), int) else now
+    new_id = message_id(timestamp)
+    caller_number = request.get("caller_id_number", privacy_number)
+    from_value = with_realm(str(request.get("from") or caller_number), realm)
+    to_value = with_realm(str(request.get("to") or box.get("mailbox", "")), realm)
+    from_user, from_realm = split_address(from_value)
+    to_user, to_realm = split_address(to_value)
+    metadata = {
+        "media_id": new_id,
+        "call_id": request.get("call_id") or secrets.token_hex(12),
+        "caller_id_number": caller_number,
+        "caller_id_name": request.get("caller_id_name", caller_number),
+        "from": from_value, "from_user": from_user, "from_realm": from_realm,
+        "to": to_value, "to_user": to_user, "to_realm": to_realm,
+        "length": request.get("length", 1),
+        "timestamp": timestamp,
+        "folder": request.get("folder", "new"),
+    }
+    return {
+        "_id": new_id,
+        "name": message_name(box.get("mailbox", ""), timestamp, timezone_name),
+        "description": "voicemail message with media",
+        "source_type": "voicemail",
+        "source_id": box["_id"],
+        "media_source": "recording",
+        "streamable": True,
+        "utc_seconds": timestamp,
+        "metadata": metadata,
+        "pvt_type": PVT_TYPE,
+    }
+
+
+def metadata_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """The metadata a read returns: stored metadata, plus the top-level transcription."""
+    metadata = dict(doc["metadata"]) if isinstance(doc.get("metadata"), dict) else {}
+    if "transcription" not in metadata and isinstance(doc.get("transcription"), dict):
+        metadata["transcription"] = doc["transcription"]
+    return metadata
+
+
+def summary_of(doc: dict[str, Any]) -> dict[str, Any]:
+    """The listing row of a message (what the ``listing_by_*`` views emit)."""
+    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    row = {key: metadata[key] for key in SUMMARY_KEYS if key in metadata}
+    transcription = doc.get("transcription")
+    if isinstance(transcription, dict) and transcription.get("result"):
+        row["transcribed"] = transcription["result"] == "success"
+    return row
+
+
+def message_time(doc: dict[str, Any]) -> int:
+    """Kazoo's age of a message: first of utc_seconds, timestamp, metadata.timestamp,
+    pvt_created that is set."""
+    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    for value in (doc.get("utc_seconds"), doc.get("timestamp"), metadata.get("timestamp"), doc.get("pvt_created")):
+        if isinstance(value, int | float) and not isinstance(value, bool) and value:
+            return int(value)
+    return 0
+
+
+def is_prior_to_retention(doc: dict[str, Any], cutoff: int) -> bool:
+    stamp = message_time(doc)
+    return bool(stamp) and stamp < cutoff
+
+
+def enforce_retention(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {**metadata, "folder": "deleted", "retention": "enforced", "retention_message": RETENTION_MESSAGE}
+
+
+def apply_folder(doc: dict[str, Any], folder: str, *, soft_delete: bool, now: int) -> dict[str, Any]:
+    """A copy of ``doc`` in ``folder`` (``soft_delete`` also hides it from views)."""
+    changed = copy.deepcopy(doc)
+    metadata = changed["metadata"] if isinstance(changed.get("metadata"), dict) else {}
+    metadata["folder"] = folder
+    changed["metadata"] = metadata
+    if soft_delete:
+        changed["pvt_deleted"] = True
+    changed["pvt_modified"] = now
+    return changed
+
+
+def transferred(doc: dict[str, Any], *, new_id: str, destination: dict[str, Any], realm: str,
+                timezone_name: Any, modb_encoded: str, now: int) -> dict[str, Any]:
+    """The copy of ``doc`` that a move or copy writes into ``destination`` (E10)."""
+    moved = {key: copy.deepcopy(value) for key, value in doc.items() if key not in ("_rev", "_attachments")}
+    moved["_id"] = new_id
+    moved["source_id"] = destination["_id"]
+    moved["name"] = message_name(destination.get("mailbox", ""), now, timezone_name)
+    history = moved.get("history") if isinstance(moved.get("history"), list) else []
+    moved["history"] = [*history, doc.get("source_id")]
+    metadata = moved["metadata"] if isinstance(moved.get("metadata"), dict) else {}
+    to_value = with_realm(str(destination.get("mailbox", "")), realm)
+    to_user, to_realm = split_address(to_value)
+    metadata.update({"media_id": new_id, "folder": "new", "timestamp": now, "to": to_value,
+                     "to_user": to_user, "to_realm": to_realm})
+    moved["metadata"] = metadata
+    moved["utc_seconds"] = now
+    moved["pvt_modified"] = now
+    moved["pvt_created"] = now
+    moved["pvt_account_db"] = modb_encoded
+    moved.pop("pvt_deleted", None)
+    return moved
+
+
+def attachment_name(filename: Any, content_type: str, now: int) -> str:
+    """Kazoo's upload name: ``filename`` or ``uploaded_file_<now>``, extension from the
+    content type when missing, whitespace removed."""
+    name = filename if isinstance(filename, str) and filename.strip() else f"uploaded_file_{now}"
+    name = "".join(name.split()).replace("/", "_")[:200]
+    if "." not in name:
+        name = f"{name}.{EXTENSIONS.get(content_type.lower(), '')}"
+    return name
+
+
+def single_attachment(doc: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(name, stub) of the message's audio: its first ``_attachments`` entry."""
+    attachments = doc.get("_attachments")
+    if isinstance(attachments, dict) and attachments:
+        name = sorted(attachments)[0]
+        stub = attachments[name]
+        return name, stub if isinstance(stub, dict) else {}
+    return None
+
+
+def download_name(doc: dict[str, Any], attachment: str, tz_name: Any) -> str:
+    """``<caller id number or unknown>_<YYYY-MM-DD>_<HH:MM:SS>.<ext>`` in the box zone."""
+    metadata = metadata_of(doc)
+    caller = metadata.get("caller_id_number") or "unknown"
+    caller = "".join(ch for ch in str(caller) if ch.isalnum() or ch in "+-_.") or "unknown"
+    timestamp = metadata.get("timestamp") if isinstance(metadata.get("timestamp"), int) else message_time(doc)
+    moment, _known = local_time(timestamp, tz_name)
+    ext = attachment.rsplit(".", 1)[1] if "." in attachment else ""
+    name = f"{caller}_{moment:%Y-%m-%d}_{moment:%H:%M:%S}"
+    return f"{name}.{ext}" if ext else name

@@ -1,0 +1,511 @@
+"""Voicemail messages: ``/vmboxes/{B}/messages…`` and ``/vmboxes/messages`` (Kazoo E7–E17)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+from aiohttp import web
+
+from .. import appkeys, box_message, envelope, filters
+from ..auth import ACCOUNT
+from ..documents import gregorian_now, stamp
+from ..errors import (BadIdentifier, DatastoreConflict, ValidationError, from_storage, validation_error)
+from ..listing import listing_params, page_envelope
+from ..payload import Payload, UploadedFile, read_upload
+from ..start_key import StartKey
+from ..storage import naming
+from ..storage.errors import Conflict, NotFound, StorageError
+from ..storage.messages import Audio, Located, window
+from .common import author, config, location, payload, services
+
+SCHEMA = "vm_message_metadata"
+EMPTY_SOURCE = "empty source_id is specified. please set a single or a list of source_ids."
+NO_MESSAGES = "No array of message ids are specified"
+NO_AUDIO = "voicemail message does not have any audio file"
+RETENTION_ERROR = "cannot make changes to messages prior to retention duration"
+TRANSFER_CONCURRENCY = 8
+MIN_GREGORIAN = naming.GREGORIAN_UNIX_OFFSET
+MAX_GREGORIAN = 315537897599  # 9999-12-31T23:59:59Z
+
+
+# -- request pieces --------------------------------------------------------------------
+
+def _ids(request: web.Request) -> tuple[str, str]:
+    account_id, box_id = request.match_info["account_id"], request.match_info["vmbox_id"]
+    if not naming.is_vmbox_id(box_id):
+        raise BadIdentifier(box_id)
+    return account_id, box_id
+
+
+def _message_id(request: web.Request) -> str:
+    message_id = request.match_info["message_id"]
+    if not naming.MODB_MESSAGE_ID.match(message_id) or naming.modb_of_message("0" * 32, message_id) is None:
+        raise BadIdentifier(message_id)
+    return message_id
+
+
+def _realm(request: web.Request) -> str:
+    realm = request[ACCOUNT].get("realm")
+    return realm if isinstance(realm, str) and realm else "nodomain"
+
+
+def _timezone(request: web.Request, box: dict[str, Any]) -> Any:
+    tz = box.get("timezone")
+    if box_message.zone(tz) is not None:
+        return tz
+    return request[ACCOUNT].get("timezone") or box_message.DEFAULT_TIMEZONE
+
+
+def _cutoff(request: web.Request, now: int) -> int:
+    return now - config(request).retention_seconds
+
+
+def _folder_choice(request: web.Request, body: Payload) -> str | None:
+    """The first of data.folder, ?folder=, envelope folder that names a folder."""
+    for value in (body.data.get("folder") if isinstance(body.data, dict) else None,
+                  request.query.get("folder"), body.envelope.get("folder")):
+        if value in box_message.FOLDERS:
+            return str(value)
+    return None
+
+
+def _result(succeeded: list[str], failed: dict[str, str]) -> dict[str, Any]:
+    """Kazoo's bulk result; empty keys omitted."""
+    result: dict[str, Any] = {}
+    if succeeded:
+        result["succeeded"] = succeeded
+    if failed:
+        result["failed"] = failed
+    return result
+
+
+def _retention_error(message_id: str, cutoff: int) -> ValidationError:
+    return validation_error(message_id, "date_range", RETENTION_ERROR, cause=cutoff)
+
+
+def _gregorian(value: Any) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def time_window(request: web.Request, body: Payload, now: int) -> tuple[int, int]:
+    """(From, To) from ``created_from``/``created_to`` (Kazoo's crossbar_view rules)."""
+    settings = config(request)
+    created_to = _gregorian(body.setting(request, "created_to")) or now
+    created_from = _gregorian(body.setting(request, "created_from"))
+    max_range = settings.max_range if created_from is not None else settings.retention_seconds
+    start = created_from if created_from is not None else created_to - max_range
+    if created_to < start:
+        raise validation_error("created_from", "date_range",
+                               f"created_to {created_to} is prior to created_from {start}", cause=start)
+    if created_to - start > max_range:
+        raise validation_error("created_from", "date_range",
+                               f"created_to {created_to} is more than {max_range} seconds from created_from {start}",
+                               cause=created_to)
+    return max(start, MIN_GREGORIAN), min(max(created_to, MIN_GREGORIAN), MAX_GREGORIAN)
+
+
+async def _box(request: web.Request, account_id: str, box_id: str, *, deleted_ok: bool = False) -> dict[str, Any]:
+    try:
+        return await services(request).vmboxes.fetch(account_id, box_id, deleted_ok=deleted_ok)
+    except NotFound:
+        raise BadIdentifier(box_id) from None
+
+
+async def _message(request: web.Request, account_id: str, box_id: str, message_id: str) -> Located:
+    """The message, if it is a voicemail message of this box (one without
+    ``source_id`` belongs to every box, as in Kazoo)."""
+    try:
+        db, doc = await services(request).messages.fetch(account_id, message_id)
+    except NotFound:
+        raise BadIdentifier(message_id) from None
+    if doc.get("source_id", box_id) != box_id:
+        raise BadIdentifier(message_id)
+    return db, doc
+
+
+def _stamped(request: web.Request, doc: dict[str, Any], account_id: str, db: str, now: int) -> dict[str, Any]:
+    return stamp(doc, account_id=account_id, account_db=naming.encoded_db(db), pvt_type=box_message.PVT_TYPE,
+                 author=author(request), now=now)
+
+
+async def _save(request: web.Request, db: str, doc: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return await services(request).messages.save(db, doc)
+    except Conflict:
+        raise DatastoreConflict() from None
+
+
+# -- listings --------------------------------------------------------------------------
+
+async def _list(request: web.Request, box_id: str | None) -> web.Response:
+    account_id = request.match_info["account_id"]
+    body = await payload(request)
+    now = gregorian_now()
+    start, end = time_window(request, body, now)
+    params = listing_params(request.query, body, config(request).page_size)
+    keep = filters.build(request.query, prefix="metadata.", with_ranges=False)
+    page = await services(request).messages.listing(
+        account_id, box_id, start, end, page_size=params.page_size, start=params.start,
+        descending=params.descending, keep_doc=keep)
+    cutoff = _cutoff(request, now)
+    data: list[Any] = []
+    for row in page.rows:
+        summary = dict(row["value"]) if isinstance(row.get("value"), dict) else {}
+        stamp_ = summary.get("timestamp")
+        if isinstance(stamp_, int | float) and stamp_ < cutoff:
+            summary = box_message.enforce_retention(summary)
+        if box_id is None:
+            key = row.get("key")
+            owner = key[1] if isinstance(key, list) and len(key) > 1 else None
+            data.append({str(owner): summary})
+        else:
+            data.append(summary)
+    computed = StartKey(key=[end, {}] if box_id is None else [box_id, end, {}])
+    extra = page_envelope(params, len(data), page.next_start, always_start_key=True, computed_start=computed)
+    return envelope.success(request, data, extra=extra)
+
+
+async def list_box_messages(request: web.Request) -> web.Response:
+    """E8: the box is not loaded; an unknown box lists nothing."""
+    _account_id, box_id = _ids(request)
+    return await _list(request, box_id)
+
+
+async def list_account_messages(request: web.Request) -> web.Response:
+    """E7: every box's messages, rows ``{box_id: summary}``."""
+    return await _list(request, None)
+
+
+# -- create and audio ------------------------------------------------------------------
+
+def _one_file(files: list[UploadedFile], *, required: bool) -> UploadedFile | None:
+    if len(files) > 1:
+        raise validation_error("file", "maxItems", "Please provide a single media file", target=1)
+    if not files and required:
+        raise validation_error("file", "required", "Please provide a media file")
+    return files[0] if files else None
+
+
+def _audio(request: web.Request, body: Payload, upload: UploadedFile, now: int) -> Audio:
+    filename = body.setting(request, "filename")
+    return Audio(box_message.attachment_name(filename, upload.content_type, now), upload.content_type, upload.data)
+
+
+async def create_message(request: web.Request) -> web.Response:
+    """E9: JSON metadata, multipart (JSON part + audio part) or a raw audio body."""
+    account_id, box_id = _ids(request)
+    body, files = await read_upload(request, config(request).max_upload_size)
+    upload = _one_file(files, required=False)
+    if not isinstance(body.data, dict):
+        raise validation_error("data", "type", "Value did not match type(s): object", target="object",
+                               value=body.data)
+    metadata, errors = request.app[appkeys.SCHEMAS].validate(SCHEMA, body.data)
+    timestamp = metadata.get("timestamp")
+    if isinstance(timestamp, int) and not MIN_GREGORIAN <= timestamp <= MAX_GREGORIAN:
+        errors.setdefault("timestamp", {})["minimum" if timestamp < MIN_GREGORIAN else "maximum"] = {
+            "message": "Value is out of range", "target": MIN_GREGORIAN if timestamp < MIN_GREGORIAN else MAX_GREGORIAN,
+            "value": timestamp}
+    if errors:
+        raise ValidationError(errors)
+    box = await _box(request, account_id, box_id)
+    now = gregorian_now()
+    doc = box_message.new_message(box=box, request=metadata, realm=_realm(request),
+                                  timezone_name=_timezone(request, box),
+                                  privacy_number=config(request).default_privacy_number, now=now)
+    audio = None if upload is None else _audio(request, body, upload, now)
+    _stamped(request, doc, account_id, naming.modb_of_message(account_id, doc["_id"]) or "", now)
+    try:
+        db, doc = await services(request).messages.create(account_id, doc, audio)
+    except Conflict:
+        raise DatastoreConflict() from None
+    return envelope.success(request, box_message.metadata_of(doc), status=201, revision=doc.get("_rev"),
+                            headers={"Location": location(request, doc["_id"])})
+
+
+async def get_audio(request: web.Request) -> web.Response:
+    """E16: the audio bytes, with Range support done here (whatever the store does)."""
+    account_id, box_id = _ids(request)
+    message_id = _message_id(request)
+    db, doc = await _message(request, account_id, box_id, message_id)
+    box = await _box(request, account_id, box_id, deleted_ok=True)
+    storage = services(request).messages
+    audio = await storage.audio(db, doc)
+    if audio is None:
+        raise BadIdentifier(NO_AUDIO)
+    wanted = "saved" if request.query.get("folder") == "saved" else None
+    current = box_message.metadata_of(doc).get("folder")
+    if wanted is not None and current != wanted or current is None:
+        changed = box_message.apply_folder(doc, wanted or "new", soft_delete=False, now=gregorian_now())
+        await _save(request, db, changed)
+    filename = box_message.download_name(doc, audio.name, _timezone(request, box))
+    return _ranged(request, audio, filename)
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, end) of a single ``bytes=S-E`` or ``bytes=S-`` range inside the file;
+    None for anything else (the whole file is sent, as Kazoo does)."""
+    if not header.startswith("bytes=") or "," in header or size == 0:
+        return None
+    first, _, last = header[len("bytes="):].strip().partition("-")
+    if not first.isdigit() or (last and not last.isdigit()):
+        return None
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start > end or end >= size:
+        return None
+    return start, end
+
+
+def _ranged(request: web.Request, audio: Audio, filename: str) -> web.Response:
+    size = len(audio.data)
+    headers = {"Content-Disposition": f"attachment; filename={filename}", "Accept-Ranges": "bytes"}
+    span = _byte_range(request.headers.get("Range", ""), size)
+    if span is None or span == (0, size - 1):
+        if "Range" in request.headers and size:
+            headers["Content-Range"] = f"bytes 0-{size - 1}/{size}"
+        return web.Response(body=audio.data, status=200, content_type=audio.content_type, headers=headers)
+    start, end = span
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return web.Response(body=audio.data[start:end + 1], status=206, content_type=audio.content_type,
+                        headers=headers)
+
+
+async def put_audio(request: web.Request) -> web.Response:
+    """E17: the upload replaces the message's audio."""
+    account_id, box_id = _ids(request)
+    message_id = _message_id(request)
+    body, files = await read_upload(request, config(request).max_upload_size)
+    upload = _one_file(files, required=True)
+    assert upload is not None
+    db, doc = await _message(request, account_id, box_id, message_id)
+    now = gregorian_now()
+    _stamped(request, doc, account_id, db, now)
+    try:
+        await services(request).messages.put_audio(db, doc, _audio(request, body, upload, now))
+    except Conflict:
+        raise DatastoreConflict() from None
+    return envelope.success(request, box_message.metadata_of(doc), status=201)
+
+
+# -- one message -----------------------------------------------------------------------
+
+async def get_message(request: web.Request) -> web.Response:
+    """E13: metadata (+ transcription); a message without folder is filed as new."""
+    account_id, box_id = _ids(request)
+    message_id = _message_id(request)
+    db, doc = await _message(request, account_id, box_id, message_id)
+    now = gregorian_now()
+    if box_message.metadata_of(doc).get("folder") is None:
+        doc = await _save(request, db, box_message.apply_folder(doc, "new", soft_delete=False, now=now))
+    metadata = box_message.metadata_of(doc)
+    if box_message.is_prior_to_retention(doc, _cutoff(request, now)):
+        metadata = box_message.enforce_retention(metadata)
+    return envelope.success(request, metadata)
+
+
+def _source_ids(value: Any) -> list[str] | str | None:
+    """``source_id`` of a change: None (folder change), a box id (move) or a list (copy)."""
+    if value is None:
+        return None
+    if value == "" or value == [] or (isinstance(value, list) and "" in value):
+        raise validation_error("source_id", "required", EMPTY_SOURCE)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(dict.fromkeys(value))
+    raise validation_error("source_id", "type", "Value did not match type(s): string,array",
+                           target="string,array", value=value)
+
+
+async def _destinations(request: web.Request, account_id: str, wanted: list[str]) -> list[dict[str, Any]]:
+    """Every destination box, or 404 naming the first that does not exist."""
+    for box_id in wanted:
+        if not naming.is_vmbox_id(box_id):
+            raise BadIdentifier(box_id)
+    found = await services(request).vmboxes.fetch_many(account_id, wanted)
+    for box_id in wanted:
+        if box_id not in found:
+            raise BadIdentifier(box_id)
+    return [found[box_id] for box_id in wanted]
+
+
+async def _transfer(request: web.Request, account_id: str, located: Located, destination: dict[str, Any],
+                    *, move: bool, now: int) -> Located:
+    db, doc = located
+    if move:
+        new_id = box_message.moved_id(now, doc["_id"], destination["_id"])
+    else:
+        new_id = box_message.message_id(now)
+    modb = naming.modb_of_message(account_id, new_id) or ""
+    copy = box_message.transferred(doc, new_id=new_id, destination=destination, realm=_realm(request),
+                                   timezone_name=_timezone(request, destination),
+                                   modb_encoded=naming.encoded_db(modb), now=now)
+    copy["pvt_previous_id"] = doc["_id"]
+    _stamped(request, copy, account_id, modb, now)
+    return await services(request).messages.transfer(db, doc, copy, account_id, remove_source=move)
+
+
+async def change_message(request: web.Request) -> web.Response:
+    """E14: folder change (default ``saved``), move (``source_id`` string) or copy (list)."""
+    account_id, box_id = _ids(request)
+    message_id = _message_id(request)
+    body = await payload(request)
+    data = body.data if isinstance(body.data, dict) else {}
+    sources = _source_ids(data.get("source_id")) if "source_id" in data else None
+    located = await _message(request, account_id, box_id, message_id)
+    now = gregorian_now()
+    cutoff = _cutoff(request, now)
+    if box_message.is_prior_to_retention(located[1], cutoff):
+        raise _retention_error(message_id, cutoff)
+    if sources is None:
+        folder = _folder_choice(request, body) or "saved"
+        changed = box_message.apply_folder(located[1], folder, soft_delete=False, now=now)
+        doc = await _save(request, located[0], _stamped(request, changed, account_id, located[0], now))
+        return envelope.success(request, box_message.metadata_of(doc))
+    if isinstance(sources, str):
+        (destination,) = await _destinations(request, account_id, [sources])
+        _db, moved = await _transfer(request, account_id, located, destination, move=True, now=now)
+        return envelope.success(request, box_message.metadata_of(moved))
+    destinations = await _destinations(request, account_id, sources)
+    succeeded, failed = await _copies(request, account_id, [located], destinations, now)
+    return envelope.success(request, _result(succeeded, failed))
+
+
+async def delete_message(request: web.Request) -> web.Response:
+    """E15: soft delete (folder ``deleted`` + ``pvt_deleted``)."""
+    account_id, box_id = _ids(request)
+    message_id = _message_id(request)
+    db, doc = await _message(request, account_id, box_id, message_id)
+    now = gregorian_now()
+    cutoff = _cutoff(request, now)
+    if box_message.is_prior_to_retention(doc, cutoff):
+        raise _retention_error(message_id, cutoff)
+    revision = doc["_rev"]
+    deleted = _stamped(request, box_message.apply_folder(doc, "deleted", soft_delete=True, now=now),
+                       account_id, db, now)
+    await _save(request, db, deleted)
+    return envelope.success(request, box_message.metadata_of(deleted), revision=revision)
+
+
+# -- several messages ------------------------------------------------------------------
+
+def _requested_ids(data: Any) -> list[str]:
+    messages = data.get("messages") if isinstance(data, dict) else None
+    if not isinstance(messages, list) or not messages:
+        raise validation_error("messages", "required", NO_MESSAGES)
+    return list(dict.fromkeys(str(item) for item in messages))
+
+
+async def _bounded(jobs: list[Any]) -> list[Any]:
+    """Run coroutines with at most TRANSFER_CONCURRENCY at once; results or exceptions."""
+    gate = asyncio.Semaphore(TRANSFER_CONCURRENCY)
+
+    async def run(job: Any) -> Any:
+        async with gate:
+            return await job
+
+    return await asyncio.gather(*(run(job) for job in jobs), return_exceptions=True)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, StorageError):
+        return str(from_storage(error).message)
+    raise error
+
+
+async def _copies(request: web.Request, account_id: str, sources: list[Located],
+                  destinations: list[dict[str, Any]], now: int) -> tuple[list[str], dict[str, str]]:
+    jobs = [(located, destination) for located in sources for destination in destinations]
+    outcomes = await _bounded([_transfer(request, account_id, located, destination, move=False, now=now)
+                               for located, destination in jobs])
+    succeeded: list[str] = []
+    failed: dict[str, str] = {}
+    for (located, _destination), outcome in zip(jobs, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            failed[located[1]["_id"]] = _reason(outcome)
+        else:
+            succeeded.append(outcome[1]["_id"])
+    return succeeded, failed
+
+
+async def _box_messages(request: web.Request, account_id: str, box_id: str,
+                        ids: list[str], now: int) -> tuple[list[Located], dict[str, str]]:
+    """The requested ids that are this box's messages (others fail ``not_found``) and are
+    inside retention (others fail ``prior_to_retention_duration``)."""
+    valid = [message_id for message_id in ids if naming.MODB_MESSAGE_ID.match(message_id)]
+    found = await services(request).messages.fetch_many(account_id, valid)
+    cutoff = _cutoff(request, now)
+    chosen: list[Located] = []
+    failed: dict[str, str] = {}
+    for message_id in ids:
+        located = found.get(message_id)
+        if located is None or located[1].get("source_id", box_id) != box_id:
+            failed[message_id] = "not_found"
+        elif box_message.is_prior_to_retention(located[1], cutoff):
+            failed[message_id] = "prior_to_retention_duration"
+        else:
+            chosen.append(located)
+    return chosen, failed
+
+
+async def bulk_change(request: web.Request) -> web.Response:
+    """E10: folder change, move or copy of ``messages``; ``{succeeded, failed}``."""
+    account_id, box_id = _ids(request)
+    body = await payload(request)
+    ids = _requested_ids(body.data)
+    sources = _source_ids(body.data.get("source_id")) if "source_id" in body.data else None
+    await _box(request, account_id, box_id)
+    destinations = None
+    if sources is not None:
+        destinations = await _destinations(request, account_id, [sources] if isinstance(sources, str) else sources)
+    now = gregorian_now()
+    chosen, failed = await _box_messages(request, account_id, box_id, ids, now)
+    if destinations is None:
+        folder = _folder_choice(request, body) or "saved"
+        changes = [(db, _stamped(request, box_message.apply_folder(doc, folder, soft_delete=False, now=now),
+                                 account_id, db, now)) for db, doc in chosen]
+        succeeded, save_failed = await services(request).messages.save_many(changes)
+        return envelope.success(request, _result(succeeded, {**failed, **save_failed}))
+    if isinstance(sources, str):
+        outcomes = await _bounded([_transfer(request, account_id, located, destinations[0], move=True, now=now)
+                                   for located in chosen])
+        succeeded = []
+        for located, outcome in zip(chosen, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                failed[located[1]["_id"]] = _reason(outcome)
+            else:
+                succeeded.append(outcome[1]["_id"])
+        return envelope.success(request, _result(succeeded, failed))
+    succeeded, copy_failed = await _copies(request, account_id, chosen, destinations, now)
+    return envelope.success(request, _result(succeeded, {**failed, **copy_failed}))
+
+
+async def bulk_delete(request: web.Request) -> web.Response:
+    """E11: soft-delete the box's messages in the window: all, those of a folder, or the
+    listed ids (listed ids that are not the box's are reported ``not_found``)."""
+    account_id, box_id = _ids(request)
+    body = await payload(request)
+    now = gregorian_now()
+    page = await services(request).messages.listing(account_id, box_id, *window(now, config(request).retention_seconds),
+                                                    page_size=None)
+    folders = {row["id"]: (row.get("value") or {}).get("folder") for row in page.rows}
+    failed: dict[str, str] = {}
+    listed = body.data.get("messages") if isinstance(body.data, dict) else None
+    if isinstance(listed, list):
+        wanted = list(dict.fromkeys(str(item) for item in listed))
+        selected = [message_id for message_id in wanted if message_id in folders]
+        failed = {message_id: "not_found" for message_id in wanted if message_id not in folders}
+    else:
+        folder = _folder_choice(request, body)
+        selected = [message_id for message_id, current in folders.items() if folder is None or current == folder]
+    by_db: dict[str, list[str]] = defaultdict(list)
+    for message_id in selected:
+        by_db[naming.modb_of_message(account_id, message_id) or ""].append(message_id)
+    succeeded, delete_failed = await services(request).messages.soft_delete(dict(by_db), now)
+    return envelope.success(request, _result(succeeded, {**failed, **delete_failed}))

@@ -1,0 +1,99 @@
+"""``POST /vmboxes/{B}/messages/raw``: the audio of several messages as one ZIP (E12).
+
+Every id is checked before the first byte is sent (404 naming the first bad one); the
+archive is then streamed one message at a time, so memory holds one recording, not all.
+Kazoo only accepts ``application/zip`` request bodies here (which makes the endpoint
+unusable); kazoo_vm reads the documented JSON body.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+from stream_zip import NO_COMPRESSION_32, async_stream_zip
+
+from .. import box_message, envelope
+from ..errors import BadIdentifier, validation_error
+from ..storage.messages import Located
+from .common import services
+from .messages import NO_MESSAGES, _box, _ids, _timezone, payload
+
+MAX_ZIP_MESSAGES = 1000
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Equal names get `` (1)``, `` (2)`` … before the extension, in order."""
+    seen: dict[str, int] = {}
+    result = []
+    taken = set(names)
+    for name in names:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        if count == 0:
+            result.append(name)
+            continue
+        stem, dot, ext = name.rpartition(".")
+        stem, ext = (stem, ext) if dot else (name, "")
+        candidate = name
+        while candidate in taken:
+            candidate = f"{stem} ({count}).{ext}" if dot else f"{stem} ({count})"
+            count += 1
+        seen[name] = count
+        taken.add(candidate)
+        result.append(candidate)
+    return result
+
+
+async def download_zip(request: web.Request) -> web.StreamResponse:
+    account_id, box_id = _ids(request)
+    body = await payload(request)
+    messages = body.data.get("messages") if isinstance(body.data, dict) else None
+    if not isinstance(messages, list) or not messages or not all(isinstance(item, str) for item in messages):
+        raise validation_error("messages", "required", NO_MESSAGES)
+    if len(messages) > MAX_ZIP_MESSAGES:
+        raise validation_error("messages", "maxItems", f"The list is more than {MAX_ZIP_MESSAGES} items",
+                               target=MAX_ZIP_MESSAGES)
+    box = await _box(request, account_id, box_id, deleted_ok=True)
+    storage = services(request).messages
+    found = await storage.fetch_many(account_id, messages)
+    chosen: list[Located] = []
+    for message_id in messages:
+        located = found.get(message_id)
+        if located is None or located[1].get("source_id", box_id) != box_id:
+            raise BadIdentifier(message_id)
+        if box_message.single_attachment(located[1]) is None and not located[1].get("pvt_attachments"):
+            raise BadIdentifier(message_id)
+        chosen.append(located)
+    tz = _timezone(request, box)
+    names = unique_names([box_message.download_name(doc, (box_message.single_attachment(doc) or ("x.mp3", {}))[0],
+                                                    tz) for _db, doc in chosen])
+
+    async def members() -> AsyncIterator[tuple[str, datetime, int, Any, AsyncIterator[bytes]]]:
+        for (db, doc), name in zip(chosen, names, strict=True):
+            audio = await storage.audio(db, doc)
+            data = audio.data if audio is not None else b""
+            moment, _known = box_message.local_time(box_message.message_time(doc), "UTC")
+
+            async def chunks(content: bytes = data) -> AsyncIterator[bytes]:
+                yield content
+
+            yield name, moment.astimezone(timezone.utc), stat.S_IFREG | 0o644, NO_COMPRESSION_32, chunks()
+
+    response = web.StreamResponse(headers={
+        "Content-Type": "application/zip",
+        "Content-Disposition": f"attachment; filename={request[envelope.REQUEST_ID]}.zip",
+        "X-Request-ID": request[envelope.REQUEST_ID],
+    })
+    envelope.add_cors(request, response)
+    await response.prepare(request)
+    async for chunk in async_stream_zip(members()):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+

@@ -1,0 +1,56 @@
+"""Hostile or broken requests get a Kazoo error, never a 500, and change nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import Api, assert_error
+
+BAD_BOX_IDS = ["a%2Fb", "%25", "..", "%2E%2E", "x" * 200, "_design", "_all_docs", "a%00b", "%C3%28"]
+
+
+@pytest.mark.parametrize("box_id", BAD_BOX_IDS)
+@pytest.mark.parametrize("method", ["GET", "POST", "PATCH", "DELETE"])
+async def test_bad_box_id_is_a_404_not_a_500(api: Api, method: str, box_id: str) -> None:
+    reply = await api.call(method, f"/vmboxes/{box_id}", body='{"data":{"name":"n","mailbox":"1"}}')
+    assert reply.status in (404, 405), reply.body
+    assert reply.json["status"] == "error"
+
+
+@pytest.mark.parametrize("account_id", ["..", "a%2Fb", "0123456789ABCDEF0123456789ABCDEF", "%25" * 11, "x" * 33])
+async def test_bad_account_id_is_a_404_not_a_500(api: Api, account_id: str) -> None:
+    reply = await api.get(f"/v2/accounts/{account_id}/vmboxes")
+    assert reply.status == 404, reply.body
+
+
+@pytest.mark.parametrize("body", ['{"data":"text"}', '{"data":5}', '{"data":null}', "null", '"x"', "[]",
+                                  '{"data":{"name":["x"],"mailbox":{"a":1}}}', "\xff\xfe", '{"data":' * 5000])
+async def test_malformed_box_bodies_are_400(api: Api, body: str) -> None:
+    reply = await api.call("PUT", "/vmboxes", body=body)
+    assert_error(reply, 400, "validation error")
+
+
+async def test_list_body_for_a_box_is_400(api: Api) -> None:
+    assert_error(await api.call("PUT", "/vmboxes", body='{"data":[1,2]}'), 400, "validation error")
+
+
+async def test_bad_box_write_stores_nothing(api: Api) -> None:
+    await api.call("PUT", "/vmboxes", body='{"data":{"name":5,"mailbox":"1"}}')
+    assert (await api.get("/vmboxes")).data == []
+
+
+@pytest.mark.parametrize("start_key", ["garbage", "g2", "g2wAAAAB", "%%%", "g3" * 300, "bgUAvn1W1A5"])
+async def test_garbage_start_key_is_not_an_error(api: Api, start_key: str) -> None:
+    reply = await api.get("/vmboxes", params={"start_key": start_key})
+    assert reply.status == 200, reply.body
+
+
+async def test_unsupported_content_type_is_415_envelope(api: Api) -> None:
+    reply = await api.call("PUT", "/vmboxes", body="<xml/>", headers={"Content-Type": "application/xml"})
+    assert_error(reply, 415, "unsupported_media_type")
+
+
+async def test_box_id_chosen_by_client_with_slash_is_refused(api: Api) -> None:
+    reply = await api.put("/vmboxes", {"id": "a/b", "name": "n", "mailbox": "1"})
+    data = assert_error(reply, 400, "validation error")
+    assert "pattern" in data["id"]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .storage.accounts import Accounts, Users
 from .storage.couch import Couch
+from .storage.legacy import Legacy
 from .storage.messages import Messages
 from .storage.store import Store
 from .storage.vmboxes import Vmboxes
@@ -18,12 +19,14 @@ class Services:
     users: Users
     vmboxes: Vmboxes
     messages: Messages
+    legacy: Legacy
 
     @classmethod
     def connect(cls, couch_url: str, *, timeout: float) -> Services:
         store = Store(Couch(couch_url, timeout=timeout))
-        return cls(store=store, accounts=Accounts(store), users=Users(store),
-                   vmboxes=Vmboxes(store), messages=Messages(store))
+        messages = Messages(store)
+        return cls(store=store, accounts=Accounts(store), users=Users(store), vmboxes=Vmboxes(store),
+                   messages=messages, legacy=Legacy(store, messages))
 
     async def close(self) -> None:
         await self.store.close()

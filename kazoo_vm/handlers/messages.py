@@ -15,9 +15,10 @@ from ..errors import (BadIdentifier, DatastoreConflict, ValidationError, from_st
 from ..listing import listing_params, page_envelope
 from ..payload import Payload, UploadedFile, read_upload
 from ..start_key import StartKey
-from ..storage import naming
+from ..storage import legacy, naming
 from ..storage.errors import Conflict, NotFound, StorageError
 from ..storage.messages import Audio, Located, window
+from ..storage.paging import page_in_memory
 from .common import author, config, location, payload, services
 
 SCHEMA = "vm_message_metadata"
@@ -40,10 +41,17 @@ def _ids(request: web.Request) -> tuple[str, str]:
 
 
 def _message_id(request: web.Request) -> str:
+    """A MODB message id (``YYYYMM-<32 hex>``) or a legacy one (32 hex)."""
     message_id = request.match_info["message_id"]
+    if is_legacy(message_id):
+        return message_id
     if not naming.MODB_MESSAGE_ID.match(message_id) or naming.modb_of_message("0" * 32, message_id) is None:
         raise BadIdentifier(message_id)
     return message_id
+
+
+def is_legacy(message_id: str) -> bool:
+    return bool(naming.LEGACY_MESSAGE_ID.match(message_id))
 
 
 def _realm(request: web.Request) -> str:
@@ -129,6 +137,32 @@ async def _message(request: web.Request, account_id: str, box_id: str, message_i
     return db, doc
 
 
+async def _legacy_item(request: web.Request, account_id: str, box_id: str,
+                       media_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    box = await _box(request, account_id, box_id)
+    item = legacy.find(box, media_id)
+    if item is None:
+        raise BadIdentifier(media_id)
+    return box, item
+
+
+async def _changeable(request: web.Request, account_id: str, box_id: str, message_id: str, now: int) -> Located:
+    """The message a change request acts on: a legacy one is first migrated into its
+    MODB (refused with 400 ``date_range`` when older than the retention window)."""
+    if not is_legacy(message_id):
+        located = await _message(request, account_id, box_id, message_id)
+        cutoff = _cutoff(request, now)
+        if box_message.is_prior_to_retention(located[1], cutoff):
+            raise _retention_error(message_id, cutoff)
+        return located
+    box, item = await _legacy_item(request, account_id, box_id, message_id)
+    cutoff = _cutoff(request, now)
+    if legacy.item_time(item, box) < cutoff:
+        raise _retention_error(message_id, cutoff)
+    return await services(request).legacy.migrate_one(account_id, box, message_id, _realm(request),
+                                                      _timezone(request, box))
+
+
 def _stamped(request: web.Request, doc: dict[str, Any], account_id: str, db: str, now: int) -> dict[str, Any]:
     return stamp(doc, account_id=account_id, account_db=naming.encoded_db(db), pvt_type=box_message.PVT_TYPE,
                  author=author(request), now=now)
@@ -150,9 +184,17 @@ async def _list(request: web.Request, box_id: str | None) -> web.Response:
     start, end = time_window(request, body, now)
     params = listing_params(request.query, body, config(request).page_size)
     keep = filters.build(request.query, prefix="metadata.", with_ranges=False)
-    page = await services(request).messages.listing(
-        account_id, box_id, start, end, page_size=params.page_size, start=params.start,
-        descending=params.descending, keep_doc=keep)
+    storage = services(request)
+    legacy_rows = [row for row in await storage.legacy.rows(account_id, start, end)
+                   if box_id is None or (row.get("value") or {}).get("source_id") == box_id]
+    if not legacy_rows:
+        page = await storage.messages.listing(account_id, box_id, start, end, page_size=params.page_size,
+                                              start=params.start, descending=params.descending, keep_doc=keep)
+    else:
+        every = await storage.messages.listing(account_id, box_id, start, end, page_size=None,
+                                               descending=params.descending, keep_doc=keep)
+        rows = every.rows + _legacy_view_rows(legacy_rows, box_id, keep)
+        page = page_in_memory(rows, page_size=params.page_size, start=params.start, descending=params.descending)
     cutoff = _cutoff(request, now)
     data: list[Any] = []
     for row in page.rows:
@@ -169,6 +211,23 @@ async def _list(request: web.Request, box_id: str | None) -> web.Response:
     computed = StartKey(key=[end, {}] if box_id is None else [box_id, end, {}])
     extra = page_envelope(params, len(data), page.next_start, always_start_key=True, computed_start=computed)
     return envelope.success(request, data, extra=extra)
+
+
+def _legacy_view_rows(rows: list[dict[str, Any]], box_id: str | None,
+                      keep: filters.Predicate | None) -> list[dict[str, Any]]:
+    """Legacy items as rows of the MODB listing views."""
+    converted = []
+    for row in rows:
+        value = row.get("value") or {}
+        metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+        if keep is not None and not keep({"metadata": metadata}):
+            continue
+        owner, stamp_ = value.get("source_id"), row.get("key")
+        summary = {key: metadata[key] for key in box_message.SUMMARY_KEYS if key in metadata}
+        summary.setdefault("folder", "new")
+        converted.append({"id": row["id"] if "media_id" not in metadata else metadata["media_id"],
+                          "key": [owner, stamp_] if box_id is not None else [stamp_, owner], "value": summary})
+    return converted
 
 
 async def list_box_messages(request: web.Request) -> web.Response:
@@ -232,6 +291,13 @@ async def get_audio(request: web.Request) -> web.Response:
     """E16: the audio bytes, with Range support done here (whatever the store does)."""
     account_id, box_id = _ids(request)
     message_id = _message_id(request)
+    if is_legacy(message_id):
+        box, item = await _legacy_item(request, account_id, box_id, message_id)
+        audio = await services(request).legacy.audio(account_id, message_id)
+        if audio is None:
+            raise BadIdentifier(NO_AUDIO)
+        pseudo = {"metadata": {**item, "timestamp": legacy.item_time(item, box)}}
+        return _ranged(request, audio, box_message.download_name(pseudo, audio.name, _timezone(request, box)))
     db, doc = await _message(request, account_id, box_id, message_id)
     box = await _box(request, account_id, box_id, deleted_ok=True)
     storage = services(request).messages
@@ -283,8 +349,8 @@ async def put_audio(request: web.Request) -> web.Response:
     body, files = await read_upload(request, config(request).max_upload_size)
     upload = _one_file(files, required=True)
     assert upload is not None
-    db, doc = await _message(request, account_id, box_id, message_id)
     now = gregorian_now()
+    db, doc = await _changeable(request, account_id, box_id, message_id, now)
     _stamped(request, doc, account_id, db, now)
     try:
         await services(request).messages.put_audio(db, doc, _audio(request, body, upload, now))
@@ -299,8 +365,15 @@ async def get_message(request: web.Request) -> web.Response:
     """E13: metadata (+ transcription); a message without folder is filed as new."""
     account_id, box_id = _ids(request)
     message_id = _message_id(request)
-    db, doc = await _message(request, account_id, box_id, message_id)
     now = gregorian_now()
+    if is_legacy(message_id):
+        box, item = await _legacy_item(request, account_id, box_id, message_id)
+        metadata = {**item, "timestamp": legacy.item_time(item, box)}
+        metadata.setdefault("folder", "new")
+        if metadata["timestamp"] < _cutoff(request, now):
+            metadata = box_message.enforce_retention(metadata)
+        return envelope.success(request, metadata)
+    db, doc = await _message(request, account_id, box_id, message_id)
     if box_message.metadata_of(doc).get("folder") is None:
         doc = await _save(request, db, box_message.apply_folder(doc, "new", soft_delete=False, now=now))
     metadata = box_message.metadata_of(doc)
@@ -358,11 +431,10 @@ async def change_message(request: web.Request) -> web.Response:
     body = await payload(request)
     data = body.data if isinstance(body.data, dict) else {}
     sources = _source_ids(data.get("source_id")) if "source_id" in data else None
-    located = await _message(request, account_id, box_id, message_id)
     now = gregorian_now()
-    cutoff = _cutoff(request, now)
-    if box_message.is_prior_to_retention(located[1], cutoff):
-        raise _retention_error(message_id, cutoff)
+    if isinstance(sources, list | str):
+        await _destinations(request, account_id, [sources] if isinstance(sources, str) else sources)
+    located = await _changeable(request, account_id, box_id, message_id, now)
     if sources is None:
         folder = _folder_choice(request, body) or "saved"
         changed = box_message.apply_folder(located[1], folder, soft_delete=False, now=now)
@@ -381,11 +453,8 @@ async def delete_message(request: web.Request) -> web.Response:
     """E15: soft delete (folder ``deleted`` + ``pvt_deleted``)."""
     account_id, box_id = _ids(request)
     message_id = _message_id(request)
-    db, doc = await _message(request, account_id, box_id, message_id)
     now = gregorian_now()
-    cutoff = _cutoff(request, now)
-    if box_message.is_prior_to_retention(doc, cutoff):
-        raise _retention_error(message_id, cutoff)
+    db, doc = await _changeable(request, account_id, box_id, message_id, now)
     revision = doc["_rev"]
     deleted = _stamped(request, box_message.apply_folder(doc, "deleted", soft_delete=True, now=now),
                        account_id, db, now)

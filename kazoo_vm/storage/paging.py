@@ -37,19 +37,43 @@ class Page:
     next_start: StartKey | None = None
 
 
-def _params(view: ViewRange, start: StartKey | None, limit: int | None) -> dict[str, QueryValue]:
+@dataclass(frozen=True)
+class _Cursor:
+    """Where reading resumes: the first row with ``key`` whose id is not before
+    ``docid`` (or after it, when not ``inclusive``), ``skip`` rows of that key on."""
+
+    key: Any
+    docid: str | None
+    inclusive: bool
+    skip: int = 0
+
+
+def _params(view: ViewRange, cursor: _Cursor | None, limit: int | None) -> dict[str, QueryValue]:
     params: dict[str, QueryValue] = {
-        "startkey": view.startkey if start is None else start.key,
+        "startkey": view.startkey if cursor is None else cursor.key,
         "endkey": view.endkey,
         "descending": view.descending,
     }
-    if start is not None and start.docid is not None:
-        params["startkey_docid"] = start.docid
+    if cursor is not None and cursor.skip:
+        params["skip"] = cursor.skip
     if view.include_docs:
         params["include_docs"] = True
     if limit is not None:
         params["limit"] = limit
     return params
+
+
+def _passed(row: Row, cursor: _Cursor | None, descending: bool) -> bool:
+    """True for a row of the cursor's key that comes before the cursor's document.
+
+    Ties are broken here rather than with CouchDB's ``startkey_docid``, which
+    pouchdb-server ignores; both servers order rows of equal keys by document id."""
+    if cursor is None or cursor.docid is None or row.get("key") != cursor.key:
+        return False
+    row_id = str(row.get("id"))
+    if row_id == cursor.docid:
+        return not cursor.inclusive
+    return row_id > cursor.docid if descending else row_id < cursor.docid
 
 
 async def read_page(
@@ -68,19 +92,15 @@ async def read_page(
     contributes nothing."""
     page = Page()
     for db in dbs:
-        cursor = start
-        skip_first = False
+        cursor = None if start is None else _Cursor(start.key, start.docid, inclusive=True)
         while True:
             limit = None if page_size is None else page_size - len(page.rows) + 1
-            params = _params(view, cursor, None if limit is None else limit + int(skip_first))
             try:
-                rows = await couch.view(db, view.design, view.view, **params)
+                rows = await couch.view(db, view.design, view.view, **_params(view, cursor, limit))
             except NotFound:
                 break
-            if skip_first:
-                rows = rows[1:]
             for row in rows:
-                if keep is not None and not keep(row):
+                if _passed(row, cursor, view.descending) or (keep is not None and not keep(row)):
                     continue
                 if page_size is not None and len(page.rows) == page_size:
                     page.next_start = StartKey(key=row["key"], docid=row["id"])
@@ -89,6 +109,45 @@ async def read_page(
             if limit is None or len(rows) < limit:
                 break
             last = rows[-1]
-            cursor = StartKey(key=last["key"], docid=last["id"])
-            skip_first = True
+            if cursor is not None and last.get("key") == cursor.key:
+                cursor = _Cursor(cursor.key, cursor.docid, cursor.inclusive, cursor.skip + len(rows))
+            else:
+                cursor = _Cursor(last["key"], last["id"], inclusive=False)
     return page
+
+
+def _order(value: Any) -> tuple[int, Any]:
+    """A Python sort key following CouchDB's collation for the keys used here
+    (null < numbers < strings < arrays < objects)."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, bool):
+        return (1, int(value))
+    if isinstance(value, int | float):
+        return (2, value)
+    if isinstance(value, str):
+        return (3, value)
+    if isinstance(value, list):
+        return (4, tuple(_order(item) for item in value))
+    return (5, 0)
+
+
+def page_in_memory(rows: list[Row], *, page_size: int | None, start: StartKey | None, descending: bool) -> Page:
+    """The same paging as :func:`read_page`, over rows already read (used when rows of
+    several sources must be merged, e.g. legacy messages with MODB ones)."""
+    ordered = sorted(rows, key=lambda row: (_order(row.get("key")), str(row.get("id"))), reverse=descending)
+    if start is not None:
+        bound = (_order(start.key), start.docid)
+
+        def before_start(row: Row) -> bool:
+            key = _order(row.get("key"))
+            if bound[1] is None:
+                return key > bound[0] if descending else key < bound[0]
+            position = (key, str(row.get("id")))
+            return position > bound if descending else position < bound  # type: ignore[operator]
+
+        ordered = [row for row in ordered if not before_start(row)]
+    if page_size is None or len(ordered) <= page_size:
+        return Page(rows=ordered)
+    following = ordered[page_size]
+    return Page(rows=ordered[:page_size], next_start=StartKey(key=following["key"], docid=following["id"]))

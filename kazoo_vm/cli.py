@@ -1,4 +1,4 @@
-"""Operator commands: ``serve``, ``accounts create``, ``users create``.
+"""Operator commands: ``serve``, ``accounts create``, ``users create``, ``migrate``.
 
 Without ``KAZOO_VM_COUCH_URL`` they use the embedded pouchdb-server: ``serve`` starts it
 on the data folder and records its address there; the other commands use that running
@@ -16,7 +16,7 @@ import signal
 import sys
 import urllib.request
 from collections.abc import AsyncIterator
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -25,6 +25,8 @@ from .app import create_app
 from .config import Config
 from .embedded_store import EmbeddedStore
 from .services import Services
+from .storage import naming
+from .storage.errors import StorageError
 
 DEMO_FILE = "demo-account.json"
 STORE_URL_FILE = "store.url"
@@ -139,6 +141,32 @@ async def create_user(config: Config, args: argparse.Namespace) -> dict[str, Any
     return {"user_id": doc["_id"], "account_id": args.account, "username": doc["username"]}
 
 
+async def migrate(config: Config, args: argparse.Namespace) -> dict[str, Any]:
+    """Move every legacy message of the account (or one box) into its MODB; safe to
+    run again after a stop."""
+    totals = {"boxes": 0, "migrated": 0, "failed": 0}
+    async with connected(config) as services:
+        account = await services.accounts.fetch(args.account)
+        realm = account.get("realm") or "nodomain"
+        if args.box:
+            box_ids = [args.box]
+        else:
+            page = await services.vmboxes.listing(args.account, page_size=None, start=None, descending=False,
+                                                  keep_doc=None)
+            box_ids = [row["id"] for row in page.rows if (row.get("value") or {}).get("messages")]
+        for box_id in box_ids:
+            box = await services.vmboxes.fetch(args.account, box_id)
+            report = await services.legacy.migrate_box(args.account, box, realm,
+                                                       box.get("timezone") or account.get("timezone"))
+            totals["boxes"] += 1
+            totals["migrated"] += len(report.migrated)
+            totals["failed"] += len(report.failed)
+            print(f"box {box_id}: migrated {len(report.migrated)}, failed {len(report.failed)}"
+                  + "".join(f"\n  {media_id}: {reason}" for media_id, reason in report.failed.items()),
+                  file=sys.stderr, flush=True)
+    return totals
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="python -m kazoo_vm", description=__doc__.splitlines()[0])
     commands = main.add_subparsers(dest="command", required=True)
@@ -160,6 +188,9 @@ def parser() -> argparse.ArgumentParser:
     user_create.add_argument("--email")
     user_create.add_argument("--first-name")
     user_create.add_argument("--last-name")
+    migrate_cmd = commands.add_parser("migrate", help="move legacy (pre-MODB) messages into the MODBs")
+    migrate_cmd.add_argument("--account", required=True, metavar="ACCOUNT_ID")
+    migrate_cmd.add_argument("--box", metavar="VMBOX_ID")
     return main
 
 
@@ -169,25 +200,20 @@ def main(argv: list[str] | None = None) -> int:
     config = Config.from_env()
     if args.command == "serve":
         overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value}
-        if overrides:
-            from dataclasses import replace
-
-            config = replace(config, **overrides)
-        asyncio.run(serve(config))
+        asyncio.run(serve(replace(config, **overrides)))
         return 0
-    from .storage import naming
-    from .storage.errors import StorageError
 
     for name in ("parent", "account"):
         value = getattr(args, name, None)
         if value is not None and not naming.is_account_id(value):
             print(f"error: --{name} must be a 32-hex account id", file=sys.stderr)
             return 2
+    if getattr(args, "box", None) is not None and not naming.is_vmbox_id(args.box):
+        print("error: --box is not a voicemail box id", file=sys.stderr)
+        return 2
+    commands = {"accounts": create_account, "users": create_user, "migrate": migrate}
     try:
-        if args.command == "accounts":
-            result = asyncio.run(create_account(config, args))
-        else:
-            result = asyncio.run(create_user(config, args))
+        result = asyncio.run(commands[args.command](config, args))
     except StorageError as error:
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1

@@ -193,7 +193,8 @@ async def _list(request: web.Request, box_id: str | None) -> web.Response:
     else:
         every = await storage.messages.listing(account_id, box_id, start, end, page_size=None,
                                                descending=params.descending, keep_doc=keep)
-        rows = every.rows + _legacy_view_rows(legacy_rows, box_id, keep)
+        migrated = {row["id"].partition("-")[2] for row in every.rows}
+        rows = every.rows + [row for row in _legacy_view_rows(legacy_rows, box_id, keep) if row["id"] not in migrated]
         page = page_in_memory(rows, page_size=params.page_size, start=params.start, descending=params.descending)
     cutoff = _cutoff(request, now)
     data: list[Any] = []
@@ -523,18 +524,44 @@ async def _box_messages(request: web.Request, account_id: str, box_id: str,
     return chosen, failed
 
 
+async def _migrate_listed(request: web.Request, account_id: str, box: dict[str, Any], ids: list[str],
+                          now: int) -> tuple[list[str], dict[str, str]]:
+    """``ids`` with the box's legacy messages migrated (their new ids in their place);
+    legacy ids that cannot be migrated are reported failed."""
+    result: list[str] = []
+    failed: dict[str, str] = {}
+    cutoff = _cutoff(request, now)
+    for message_id in ids:
+        if not is_legacy(message_id):
+            result.append(message_id)
+            continue
+        item = legacy.find(box, message_id)
+        if item is None:
+            failed[message_id] = "not_found"
+        elif legacy.item_time(item, box) < cutoff:
+            failed[message_id] = "prior_to_retention_duration"
+        else:
+            _db, doc = await services(request).legacy.migrate_one(account_id, box, message_id, _realm(request),
+                                                                 _timezone(request, box))
+            box = await _box(request, account_id, box["_id"])
+            result.append(doc["_id"])
+    return result, failed
+
+
 async def bulk_change(request: web.Request) -> web.Response:
     """E10: folder change, move or copy of ``messages``; ``{succeeded, failed}``."""
     account_id, box_id = _ids(request)
     body = await payload(request)
     ids = _requested_ids(body.data)
     sources = _source_ids(body.data.get("source_id")) if "source_id" in body.data else None
-    await _box(request, account_id, box_id)
+    box = await _box(request, account_id, box_id)
     destinations = None
     if sources is not None:
         destinations = await _destinations(request, account_id, [sources] if isinstance(sources, str) else sources)
     now = gregorian_now()
+    ids, legacy_failed = await _migrate_listed(request, account_id, box, ids, now)
     chosen, failed = await _box_messages(request, account_id, box_id, ids, now)
+    failed.update(legacy_failed)
     if destinations is None:
         folder = _folder_choice(request, body) or "saved"
         changes = [(db, _stamped(request, box_message.apply_folder(doc, folder, soft_delete=False, now=now),
@@ -564,6 +591,14 @@ async def bulk_delete(request: web.Request) -> web.Response:
     page = await services(request).messages.listing(account_id, box_id, *window(now, config(request).retention_seconds),
                                                     page_size=None)
     folders = {row["id"]: (row.get("value") or {}).get("folder") for row in page.rows}
+    try:
+        box: dict[str, Any] | None = await services(request).vmboxes.fetch(account_id, box_id)
+    except NotFound:
+        box = None
+    cutoff = _cutoff(request, now)
+    for item in legacy.items(box or {}):
+        if legacy.item_time(item, box or {}) >= cutoff:
+            folders[item["media_id"]] = item.get("folder") or "new"
     failed: dict[str, str] = {}
     listed = body.data.get("messages") if isinstance(body.data, dict) else None
     if isinstance(listed, list):
@@ -573,6 +608,9 @@ async def bulk_delete(request: web.Request) -> web.Response:
     else:
         folder = _folder_choice(request, body)
         selected = [message_id for message_id, current in folders.items() if folder is None or current == folder]
+    if box is not None and any(is_legacy(message_id) for message_id in selected):
+        selected, legacy_failed = await _migrate_listed(request, account_id, box, selected, now)
+        failed.update(legacy_failed)
     by_db: dict[str, list[str]] = defaultdict(list)
     for message_id in selected:
         by_db[naming.modb_of_message(account_id, message_id) or ""].append(message_id)

@@ -8,6 +8,7 @@ one ``_all_docs`` and one ``_bulk_docs`` each, whatever the count.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -40,7 +41,10 @@ def inline_attachments(audio: Audio) -> dict[str, Any]:
 
 
 def stubs(audio: Audio) -> dict[str, Any]:
-    return {audio.name: {"content_type": audio.content_type, "length": len(audio.data), "stub": True}}
+    """The stub a store keeps for ``audio`` (pouchdb-server matches stubs by digest)."""
+    digest = "md5-" + base64.b64encode(hashlib.md5(audio.data).digest()).decode()
+    return {audio.name: {"content_type": audio.content_type, "digest": digest, "length": len(audio.data),
+                         "stub": True}}
 
 
 def is_message(doc: Any) -> bool:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .documents import GREGORIAN_UNIX_OFFSET
+from .documents import GREGORIAN_UNIX_OFFSET, as_dict, as_int
 from .storage import naming
 
 PVT_TYPE = "mailbox_message"
@@ -42,7 +42,7 @@ def zone(name: Any) -> ZoneInfo | None:
 def local_time(gregorian: int, tz_name: Any) -> tuple[datetime, bool]:
     """The moment in the zone (UTC when the zone is unknown) and whether it was known."""
     tz = zone(tz_name)
-    moment = datetime.fromtimestamp(max(gregorian - GREGORIAN_UNIX_OFFSET, 0), tz=timezone.utc)
+    moment = datetime.fromtimestamp(max(gregorian - GREGORIAN_UNIX_OFFSET, 0), tz=UTC)
     return (moment.astimezone(tz), True) if tz is not None else (moment, False)
 
 
@@ -80,7 +80,7 @@ def new_message(*, box: dict[str, Any], request: dict[str, Any], realm: str, tim
                 privacy_number: str, now: int) -> dict[str, Any]:
     """A new ``mailbox_message`` document (no private account fields yet) from
     validated request metadata."""
-    timestamp = request.get("timestamp") if isinstance(request.get("timestamp"), int) else now
+    timestamp = as_int(request.get("timestamp")) or now
     new_id = message_id(timestamp)
     caller_number = request.get("caller_id_number", privacy_number)
     from_value = with_realm(str(request.get("from") or caller_number), realm)
@@ -114,7 +114,7 @@ def new_message(*, box: dict[str, Any], request: dict[str, Any], realm: str, tim
 
 def metadata_of(doc: dict[str, Any]) -> dict[str, Any]:
     """The metadata a read returns: stored metadata, plus the top-level transcription."""
-    metadata = dict(doc["metadata"]) if isinstance(doc.get("metadata"), dict) else {}
+    metadata = dict(as_dict(doc.get("metadata")))
     if "transcription" not in metadata and isinstance(doc.get("transcription"), dict):
         metadata["transcription"] = doc["transcription"]
     return metadata
@@ -122,7 +122,7 @@ def metadata_of(doc: dict[str, Any]) -> dict[str, Any]:
 
 def summary_of(doc: dict[str, Any]) -> dict[str, Any]:
     """The listing row of a message (what the ``listing_by_*`` views emit)."""
-    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    metadata = as_dict(doc.get("metadata"))
     row = {key: metadata[key] for key in SUMMARY_KEYS if key in metadata}
     transcription = doc.get("transcription")
     if isinstance(transcription, dict) and transcription.get("result"):
@@ -133,7 +133,7 @@ def summary_of(doc: dict[str, Any]) -> dict[str, Any]:
 def message_time(doc: dict[str, Any]) -> int:
     """Kazoo's age of a message: first of utc_seconds, timestamp, metadata.timestamp,
     pvt_created that is set."""
-    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    metadata = as_dict(doc.get("metadata"))
     for value in (doc.get("utc_seconds"), doc.get("timestamp"), metadata.get("timestamp"), doc.get("pvt_created")):
         if isinstance(value, int | float) and not isinstance(value, bool) and value:
             return int(value)
@@ -152,7 +152,7 @@ def enforce_retention(metadata: dict[str, Any]) -> dict[str, Any]:
 def apply_folder(doc: dict[str, Any], folder: str, *, soft_delete: bool, now: int) -> dict[str, Any]:
     """A copy of ``doc`` in ``folder`` (``soft_delete`` also hides it from views)."""
     changed = copy.deepcopy(doc)
-    metadata = changed["metadata"] if isinstance(changed.get("metadata"), dict) else {}
+    metadata = as_dict(changed.get("metadata"))
     metadata["folder"] = folder
     changed["metadata"] = metadata
     if soft_delete:
@@ -168,9 +168,9 @@ def transferred(doc: dict[str, Any], *, new_id: str, destination: dict[str, Any]
     moved["_id"] = new_id
     moved["source_id"] = destination["_id"]
     moved["name"] = message_name(destination.get("mailbox", ""), now, timezone_name)
-    history = moved.get("history") if isinstance(moved.get("history"), list) else []
-    moved["history"] = [*history, doc.get("source_id")]
-    metadata = moved["metadata"] if isinstance(moved.get("metadata"), dict) else {}
+    history = moved.get("history")
+    moved["history"] = [*(history if isinstance(history, list) else []), doc.get("source_id")]
+    metadata = as_dict(moved.get("metadata"))
     to_value = with_realm(str(destination.get("mailbox", "")), realm)
     to_user, to_realm = split_address(to_value)
     metadata.update({"media_id": new_id, "folder": "new", "timestamp": now, "to": to_value,
@@ -209,7 +209,7 @@ def download_name(doc: dict[str, Any], attachment: str, tz_name: Any) -> str:
     metadata = metadata_of(doc)
     caller = metadata.get("caller_id_number") or "unknown"
     caller = "".join(ch for ch in str(caller) if ch.isalnum() or ch in "+-_.") or "unknown"
-    timestamp = metadata.get("timestamp") if isinstance(metadata.get("timestamp"), int) else message_time(doc)
+    timestamp = as_int(metadata.get("timestamp")) or message_time(doc)
     moment, _known = local_time(timestamp, tz_name)
     ext = attachment.rsplit(".", 1)[1] if "." in attachment else ""
     name = f"{caller}_{moment:%Y-%m-%d}_{moment:%H:%M:%S}"

@@ -21,6 +21,16 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (stored data is not trusted)."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_int(value: Any) -> int | None:
+    """``value`` when it is a JSON integer (not a boolean), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def is_private(key: str) -> bool:
     return key.startswith("_") or key.startswith("pvt_")
 

@@ -8,6 +8,7 @@ memory for the test run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -91,10 +92,8 @@ class EmbeddedStore:
         """Stop the server (and its process group) and wait for it."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +29,7 @@ CORS_METHODS = "OPTIONS, GET, PUT, POST, PATCH, DELETE"
 
 
 def _timestamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def json_bytes(value: Any, *, pretty: bool = False) -> bytes:

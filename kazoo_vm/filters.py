@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 Predicate = Callable[[dict[str, Any]], bool]
 _MISSING = object()
-KEY_FILTERS = ("has_key", "key_missing", "has_value", "value_missing")
 RANGE_FILTERS = {"created_from": ("pvt_created", 1), "created_to": ("pvt_created", -1),
                  "modified_from": ("pvt_modified", 1), "modified_to": ("pvt_modified", -1)}
 
@@ -56,9 +56,33 @@ def _number(value: Any) -> int | None:
         return None
 
 
-def is_filter_key(key: str, *, with_ranges: bool) -> bool:
-    return (key.startswith("filter_") or key in KEY_FILTERS
-            or (with_ranges and key in RANGE_FILTERS))
+def _equals(path: str, wanted: list[str], doc: dict[str, Any]) -> bool:
+    return _as_text(_get(doc, path)) in wanted
+
+
+def _differs(path: str, wanted: list[str], doc: dict[str, Any]) -> bool:
+    return _as_text(_get(doc, path)) not in wanted
+
+
+def _has_key(path: str, doc: dict[str, Any]) -> bool:
+    return _get(doc, path) is not _MISSING
+
+
+def _key_missing(path: str, doc: dict[str, Any]) -> bool:
+    return _get(doc, path) is _MISSING
+
+
+def _has_value(path: str, doc: dict[str, Any]) -> bool:
+    return not _empty(_get(doc, path))
+
+
+def _value_missing(path: str, doc: dict[str, Any]) -> bool:
+    return _empty(_get(doc, path))
+
+
+KEY_TESTS: dict[str, Callable[[str, dict[str, Any]], bool]] = {
+    "has_key": _has_key, "key_missing": _key_missing, "has_value": _has_value, "value_missing": _value_missing,
+}
 
 
 def build(query: Mapping[str, str], *, prefix: str = "", with_ranges: bool = True) -> Predicate | None:
@@ -67,30 +91,23 @@ def build(query: Mapping[str, str], *, prefix: str = "", with_ranges: bool = Tru
     tests: list[Predicate] = []
     for key, raw in query.items():
         if key.startswith("filter_not_"):
-            path, wanted = prefix + key[len("filter_not_"):], _wanted(raw)
-            tests.append(lambda doc, p=path, w=wanted: _as_text(_get(doc, p)) not in w)
+            tests.append(partial(_differs, prefix + key[len("filter_not_"):], _wanted(raw)))
         elif key.startswith("filter_") and len(key) > len("filter_"):
-            path, wanted = prefix + key[len("filter_"):], _wanted(raw)
-            tests.append(lambda doc, p=path, w=wanted: _as_text(_get(doc, p)) in w)
-        elif key == "has_key":
-            tests.append(lambda doc, p=prefix + raw: _get(doc, p) is not _MISSING)
-        elif key == "key_missing":
-            tests.append(lambda doc, p=prefix + raw: _get(doc, p) is _MISSING)
-        elif key == "has_value":
-            tests.append(lambda doc, p=prefix + raw: not _empty(_get(doc, p)))
-        elif key == "value_missing":
-            tests.append(lambda doc, p=prefix + raw: _empty(_get(doc, p)))
+            tests.append(partial(_equals, prefix + key[len("filter_"):], _wanted(raw)))
+        elif key in KEY_TESTS:
+            tests.append(partial(KEY_TESTS[key], prefix + raw))
         elif with_ranges and key in RANGE_FILTERS:
             field, sign = RANGE_FILTERS[key]
             bound = _number(raw)
             if bound is not None:
-                tests.append(lambda doc, f=field, s=sign, b=bound: _in_range(doc.get(f), s, b))
+                tests.append(partial(_in_range, field, sign, bound))
     if not tests:
         return None
     return lambda doc: all(test(doc) for test in tests)
 
 
-def _in_range(value: Any, sign: int, bound: int) -> bool:
+def _in_range(field: str, sign: int, bound: int, doc: dict[str, Any]) -> bool:
+    value = doc.get(field)
     if not isinstance(value, int | float) or isinstance(value, bool):
         return False
     return value >= bound if sign > 0 else value <= bound

@@ -154,9 +154,7 @@ async def _read_multipart(request: web.Request, limit: int) -> tuple[Payload, li
                 except ValueError:
                     raise validation_error("file", "invalid", "invalid base64 part", target="body") from None
             part_type = headers.get("Content-Type", "application/octet-stream").split(";")[0].strip().lower()
-            if part_type in JSON_TYPES and part_type != "":
-                envelope = parse_envelope(data)
-            elif part_type == "" and data.lstrip().startswith(b"{"):
+            if part_type in JSON_TYPES and part_type != "" or part_type == "" and data.lstrip().startswith(b"{"):
                 envelope = parse_envelope(data)
             elif data:
                 files.append(UploadedFile(part_type, data))

@@ -15,7 +15,7 @@ from typing import Any
 
 from jsonschema import Draft4Validator, FormatChecker
 from jsonschema.exceptions import ValidationError as SchemaError
-from referencing import Registry, Resource
+from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
 from .config import SCHEMAS_DIR
@@ -115,7 +115,7 @@ class SchemaStore:
         for path in sorted(directory.glob("*.json")):
             schema = json.loads(path.read_text())
             self.schemas[path.name[: -len(".json")]] = schema
-            resources.append((schema.get("id", path.name), Resource(contents=schema, specification=DRAFT4)))
+            resources.append((schema.get("id", path.name), DRAFT4.create_resource(schema)))
         self.registry: Registry[Any] = Registry().with_resources(resources)
         self._validators = {
             name: Draft4Validator(schema, registry=self.registry, format_checker=FormatChecker())
@@ -169,7 +169,7 @@ class SchemaStore:
         for error in errors:
             if error.validator == "required":
                 instance = error.instance if isinstance(error.instance, dict) else {}
-                for missing in error.validator_value:
+                for missing in error.validator_value if isinstance(error.validator_value, list) else []:
                     if missing not in instance:
                         key = error_key([*error.absolute_path, missing])
                         add_error(formatted, key, "required",

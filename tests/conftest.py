@@ -26,7 +26,6 @@ from kazoo_vm.storage import naming
 from kazoo_vm.storage.couch import quote_db
 
 
-
 @pytest.fixture(scope="session")
 def couch_url() -> Iterator[str]:
     configured = os.environ.get("KAZOO_VM_COUCH_URL")

@@ -11,8 +11,8 @@ from typing import Any
 import jwt
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-
 from conftest import Api, assert_error, login, make_account
+
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
 from kazoo_vm.services import Services

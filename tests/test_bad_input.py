@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import Api, assert_error
 
 BAD_BOX_IDS = ["a%2Fb", "%25", "..", "%2E%2E", "x" * 200, "_design", "_all_docs", "a%00b", "%C3%28"]

@@ -8,11 +8,10 @@ import os
 import subprocess
 import sys
 import uuid
-from typing import Any
 
 import pytest
-
 from conftest import Api, assert_error, stored_doc
+
 from kazoo_vm import appkeys
 from kazoo_vm.config import PROJECT_ROOT
 from kazoo_vm.documents import gregorian_now

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from typing import Any
 
-import aiohttp
-
 from conftest import Api
-
-
 
 
 async def test_message_walkthrough(api: Api, vmbox: dict[str, Any]) -> None:

@@ -16,13 +16,13 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-
 from conftest import Api, assert_error, login, make_account
+from tcp_proxy import TcpProxy
+
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
 from kazoo_vm.embedded_store import EmbeddedStore
 from kazoo_vm.services import Services
-from tcp_proxy import TcpProxy
 
 
 @dataclass

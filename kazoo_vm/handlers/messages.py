@@ -10,8 +10,8 @@ from aiohttp import web
 
 from .. import appkeys, box_message, envelope, filters
 from ..auth import ACCOUNT
-from ..documents import gregorian_now, stamp
-from ..errors import (BadIdentifier, DatastoreConflict, ValidationError, from_storage, validation_error)
+from ..documents import as_dict, gregorian_now, stamp
+from ..errors import BadIdentifier, DatastoreConflict, ValidationError, from_storage, validation_error
 from ..listing import listing_params, page_envelope
 from ..payload import Payload, UploadedFile, read_upload
 from ..start_key import StartKey
@@ -219,8 +219,8 @@ def _legacy_view_rows(rows: list[dict[str, Any]], box_id: str | None,
     """Legacy items as rows of the MODB listing views."""
     converted = []
     for row in rows:
-        value = row.get("value") or {}
-        metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
+        value = as_dict(row.get("value"))
+        metadata = as_dict(value.get("metadata"))
         if keep is not None and not keep({"metadata": metadata}):
             continue
         owner, stamp_ = value.get("source_id"), row.get("key")
@@ -412,10 +412,7 @@ async def _destinations(request: web.Request, account_id: str, wanted: list[str]
 async def _transfer(request: web.Request, account_id: str, located: Located, destination: dict[str, Any],
                     *, move: bool, now: int) -> Located:
     db, doc = located
-    if move:
-        new_id = box_message.moved_id(now, doc["_id"], destination["_id"])
-    else:
-        new_id = box_message.message_id(now)
+    new_id = box_message.moved_id(now, doc["_id"], destination["_id"]) if move else box_message.message_id(now)
     modb = naming.modb_of_message(account_id, new_id) or ""
     copy = box_message.transferred(doc, new_id=new_id, destination=destination, realm=_realm(request),
                                    timezone_name=_timezone(request, destination),

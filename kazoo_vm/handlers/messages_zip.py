@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -19,8 +19,8 @@ from stream_zip import NO_COMPRESSION_32, async_stream_zip
 from .. import box_message, envelope
 from ..errors import BadIdentifier, validation_error
 from ..storage.messages import Located
-from .common import services
-from .messages import NO_MESSAGES, _box, _ids, _timezone, payload
+from .common import payload, services
+from .messages import NO_MESSAGES, _box, _ids, _timezone
 
 MAX_ZIP_MESSAGES = 1000
 
@@ -81,7 +81,7 @@ async def download_zip(request: web.Request) -> web.StreamResponse:
             async def chunks(content: bytes = data) -> AsyncIterator[bytes]:
                 yield content
 
-            yield name, moment.astimezone(timezone.utc), stat.S_IFREG | 0o644, NO_COMPRESSION_32, chunks()
+            yield name, moment.astimezone(UTC), stat.S_IFREG | 0o644, NO_COMPRESSION_32, chunks()
 
     response = web.StreamResponse(headers={
         "Content-Type": "application/zip",

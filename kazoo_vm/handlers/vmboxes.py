@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import appkeys, envelope, filters
-from ..documents import gregorian_now, new_id, private_fields, public_fields, stamp, to_response
+from ..documents import as_int, gregorian_now, new_id, private_fields, public_fields, stamp, to_response
 from ..errors import BadIdentifier, DatastoreConflict, ValidationError, ValidationErrors
 from ..listing import listing_params, page_envelope
 from ..payload import Payload
@@ -96,8 +96,8 @@ async def list_vmboxes(request: web.Request) -> web.Response:
     data = []
     for row in reversed(page.rows):
         summary = dict(row["value"]) if isinstance(row.get("value"), dict) else {"id": row["id"]}
-        legacy = summary.get("messages") if isinstance(summary.get("messages"), int) else 0
-        folders = counts.get(summary.get("id", row["id"]))
+        legacy = as_int(summary.get("messages")) or 0
+        folders = counts.get(str(summary.get("id", row["id"])))
         if folders is not None:
             summary["messages"] = legacy + folders["new"] + folders["saved"]
             summary["folders"] = {"new": folders["new"], "saved": folders["saved"]}

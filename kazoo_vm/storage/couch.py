@@ -11,7 +11,7 @@ application/json`` always sent, and errors translated once into :mod:`.errors`.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import io
 import json
 from collections.abc import Mapping, Sequence
@@ -135,7 +135,7 @@ class Couch:
             )
         except RemoteResponseError as error:
             raise translate(error, path) from None
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError, aiohttp.ClientPayloadError) as error:
+        except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
             raise Unavailable(str(error) or type(error).__name__) from None
         except (aiohttp.ClientError, ValueError) as error:
             raise StoreFault("unexpected_response", str(error)) from None
@@ -166,10 +166,8 @@ class Couch:
         return True
 
     async def delete_db(self, db: str) -> None:
-        try:
+        with contextlib.suppress(NotFound):
             await self.request("DELETE", f"/{quote_db(db)}")
-        except NotFound:
-            pass
 
     # -- documents -----------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..documents import as_dict
 from .couch import Couch
 from .errors import Conflict, NotFound
 
@@ -75,7 +76,7 @@ class Designs:
                 if not await self._couch.db_exists(db):
                     raise
                 stored = {"_id": design.doc_id, "language": "javascript", "views": {}}
-            views = stored.get("views") if isinstance(stored.get("views"), dict) else {}
+            views = as_dict(stored.get("views"))
             changed = False
             for view, spec in design.views.items():
                 if views.get(view) != spec:

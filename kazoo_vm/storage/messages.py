@@ -8,6 +8,7 @@ one ``_all_docs`` and one ``_bulk_docs`` each, whatever the count.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from ..documents import as_dict
 from ..start_key import StartKey
 from . import design, naming
 from .couch import Couch
@@ -156,10 +158,8 @@ class Messages:
                 raise
         await self._fault("transfer:after_copy")
         if remove_source:
-            try:
+            with contextlib.suppress(NotFound):
                 await self._couch.delete_doc(source_db, source["_id"], source["_rev"])
-            except NotFound:
-                pass
         return db, written
 
     # -- several messages ----------------------------------------------------------
@@ -178,7 +178,7 @@ class Messages:
             except NotFound:
                 continue
             for row in rows:
-                doc = row.get("doc")
+                doc = as_dict(row.get("doc"))
                 if is_message(doc):
                     found[doc["_id"]] = (db, doc)
         return found
@@ -204,11 +204,11 @@ class Messages:
         failed: dict[str, str] = {}
         for db, ids in by_db.items():
             for row in await self._couch.all_docs(db, ids):
-                doc = row.get("doc")
+                doc = as_dict(row.get("doc"))
                 if not is_message(doc):
                     failed[str(row.get("key"))] = "not_found"
                     continue
-                metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+                metadata = as_dict(doc.get("metadata"))
                 doc["metadata"] = {**metadata, "folder": "deleted"}
                 doc["pvt_deleted"] = True
                 doc["pvt_modified"] = now
@@ -260,6 +260,8 @@ class Messages:
         """Listing rows (``listing_by_mailbox`` for a box, else ``listing_by_timestamp``)
         over the window's MODBs, newest first unless ``descending`` is False. Row
         values are message summaries; with ``keep_doc`` rows carry their ``doc``."""
+        low: list[Any]
+        high: list[Any]
         if box_id is None:
             view_name, low, high = "listing_by_timestamp", [from_gregorian], [to_gregorian, {}]
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 ACCOUNTS_DB = "accounts"
 SYSTEM_CONFIG_DB = "system_config"
@@ -69,7 +69,7 @@ def modb_of_message(account_id: str, message_id: str) -> str | None:
 
 
 def year_month(gregorian_seconds: int) -> tuple[int, int]:
-    moment = datetime.fromtimestamp(gregorian_seconds - GREGORIAN_UNIX_OFFSET, tz=timezone.utc)
+    moment = datetime.fromtimestamp(gregorian_seconds - GREGORIAN_UNIX_OFFSET, tz=UTC)
     return moment.year, moment.month
 
 

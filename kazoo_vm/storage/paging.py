@@ -144,7 +144,7 @@ def page_in_memory(rows: list[Row], *, page_size: int | None, start: StartKey | 
             if bound[1] is None:
                 return key > bound[0] if descending else key < bound[0]
             position = (key, str(row.get("id")))
-            return position > bound if descending else position < bound  # type: ignore[operator]
+            return position > bound if descending else position < bound
 
         ordered = [row for row in ordered if not before_start(row)]
     if page_size is None or len(ordered) <= page_size:

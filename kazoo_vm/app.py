@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,6 +13,7 @@ from . import appkeys
 from .auth import TokenIssuer
 from .config import Config
 from .middleware import auth_middleware, envelope_middleware
+from .notify.worker import Notifier
 from .routes import setup_routes
 from .services import Services
 from .storage.errors import StorageError
@@ -39,7 +42,14 @@ def create_app(config: Config, couch_url: str) -> web.Application:
             await services.store.setup()
         except StorageError as error:  # the store may come later; requests get 503 until then
             log.warning("could not prepare the store at startup: %r", error)
+        worker = None
+        if config.smtp_url is not None:
+            worker = asyncio.create_task(Notifier(config, services).run(), name="voicemail-to-email")
         yield
+        if worker is not None:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
         await services.close()
 
     app.cleanup_ctx.append(services_ctx)

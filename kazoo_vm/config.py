@@ -50,6 +50,10 @@ class Config:
     default_privacy_number: str = "anonymous"
     smtp_url: str | None = None
     smtp_from: str = "voicemail@kazoo-vm.local"
+    notify_poll: float = 2.0
+    notify_retry: float = 5.0
+    notify_attempts: int = 10
+    notify_lease: float = 120.0
 
     @property
     def retention_seconds(self) -> int:
@@ -70,4 +74,7 @@ class Config:
             couch_timeout=_float(env, "KAZOO_VM_COUCH_TIMEOUT", 30.0),
             smtp_url=env.get("KAZOO_VM_SMTP_URL") or None,
             smtp_from=env.get("KAZOO_VM_SMTP_FROM") or "voicemail@kazoo-vm.local",
+            notify_poll=_float(env, "KAZOO_VM_NOTIFY_POLL", 2.0),
+            notify_retry=_float(env, "KAZOO_VM_NOTIFY_RETRY", 5.0),
+            notify_attempts=_int(env, "KAZOO_VM_NOTIFY_ATTEMPTS", 10),
         )

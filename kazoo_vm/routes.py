@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from . import appkeys
-from .handlers import auth, messages, messages_zip, vmboxes
+from .handlers import auth, messages, messages_zip, schemas, vmboxes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -53,3 +53,7 @@ def setup_routes(app: web.Application) -> None:
     _add("DELETE", MESSAGE, messages.delete_message)
     _add("GET", MESSAGE + "/raw", messages.get_audio)
     _add("PUT", MESSAGE + "/raw", messages.put_audio)
+
+    _add("GET", "/v2/schemas", schemas.list_schemas, is_public=True)
+    _add("GET", "/v2/schemas/{name}", schemas.get_schema, is_public=True)
+    _add("POST", "/v2/schemas/{name}/validation", schemas.validate_document, is_public=True)

@@ -8,6 +8,7 @@ from .storage.accounts import Accounts, Users
 from .storage.couch import Couch
 from .storage.legacy import Legacy
 from .storage.messages import Messages
+from .storage.notifications import Notifications
 from .storage.store import Store
 from .storage.vmboxes import Vmboxes
 
@@ -20,13 +21,14 @@ class Services:
     vmboxes: Vmboxes
     messages: Messages
     legacy: Legacy
+    notifications: Notifications
 
     @classmethod
     def connect(cls, couch_url: str, *, timeout: float) -> Services:
         store = Store(Couch(couch_url, timeout=timeout))
         messages = Messages(store)
         return cls(store=store, accounts=Accounts(store), users=Users(store), vmboxes=Vmboxes(store),
-                   messages=messages, legacy=Legacy(store, messages))
+                   messages=messages, legacy=Legacy(store, messages), notifications=Notifications(store))
 
     async def close(self) -> None:
         await self.store.close()

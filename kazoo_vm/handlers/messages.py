@@ -13,6 +13,7 @@ from ..auth import ACCOUNT
 from ..documents import as_dict, gregorian_now, stamp
 from ..errors import BadIdentifier, DatastoreConflict, ValidationError, from_storage, validation_error
 from ..listing import listing_params, page_envelope
+from ..notify.worker import schedule_if_wanted
 from ..payload import Payload, UploadedFile, read_upload
 from ..start_key import StartKey
 from ..storage import legacy, naming
@@ -280,6 +281,8 @@ async def create_message(request: web.Request) -> web.Response:
                                   privacy_number=config(request).default_privacy_number, now=now)
     audio = None if upload is None else _audio(request, body, upload, now)
     _stamped(request, doc, account_id, naming.modb_of_message(account_id, doc["_id"]) or "", now)
+    if audio is not None:
+        await schedule_if_wanted(config(request), services(request), account_id, box, doc)
     try:
         db, doc = await services(request).messages.create(account_id, doc, audio)
     except Conflict:
@@ -353,6 +356,10 @@ async def put_audio(request: web.Request) -> web.Response:
     now = gregorian_now()
     db, doc = await _changeable(request, account_id, box_id, message_id, now)
     _stamped(request, doc, account_id, db, now)
+    had_audio = bool(doc.get("_attachments") or doc.get("pvt_attachments"))
+    if not had_audio and "notify" not in as_dict(doc.get("metadata")):
+        box = await _box(request, account_id, box_id, deleted_ok=True)
+        await schedule_if_wanted(config(request), services(request), account_id, box, doc)
     try:
         await services(request).messages.put_audio(db, doc, _audio(request, body, upload, now))
     except Conflict:

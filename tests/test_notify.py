@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from typing import Any
@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from aiosmtpd.controller import Controller
-
 from conftest import Api, login
+
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
 from kazoo_vm.embedded_store import free_port

@@ -390,10 +390,13 @@ async def get_message(request: web.Request) -> web.Response:
     return envelope.success(request, metadata)
 
 
-def _source_ids(value: Any) -> list[str] | str | None:
-    """``source_id`` of a change: None (folder change), a box id (move) or a list (copy)."""
+def _source_ids(value: Any, *, bulk: bool = False) -> list[str] | str | None:
+    """``source_id`` of a change: None (folder change), a box id (move) or a list (copy).
+    An empty list is a no-op copy in the bulk form (Kazoo) and an error for one message."""
     if value is None:
         return None
+    if bulk and value == []:
+        return []
     if value == "" or value == [] or (isinstance(value, list) and "" in value):
         raise validation_error("source_id", "required", EMPTY_SOURCE)
     if isinstance(value, str):
@@ -557,7 +560,7 @@ async def bulk_change(request: web.Request) -> web.Response:
     account_id, box_id = _ids(request)
     body = await payload(request)
     ids = _requested_ids(body.data)
-    sources = _source_ids(body.data.get("source_id")) if "source_id" in body.data else None
+    sources = _source_ids(body.data.get("source_id"), bulk=True) if "source_id" in body.data else None
     box = await _box(request, account_id, box_id)
     destinations = None
     if sources is not None:

@@ -179,31 +179,54 @@ class Couch:
 
     async def put_doc(self, db: str, doc: dict[str, Any]) -> str:
         """Save ``doc`` (its ``_id`` in URL and body alike); returns the new revision
-        and stores it in ``doc['_rev']``."""
+        and stores it in ``doc['_rev']``. Conflicting revisions the document was read
+        with (``_conflicts``, brought in by replication) are deleted once the write is
+        in: the revision CouchDB chose as winner, now updated, is the one that stays."""
+        losers = doc.pop("_conflicts", None)
         _, _, body = await self.request(
             "PUT", f"/{quote_db(db)}/{quote_doc(doc['_id'])}", json_body=doc
         )
         doc["_rev"] = body["rev"]
+        if isinstance(losers, list) and losers:
+            await self._delete_revisions(db, [(doc["_id"], rev) for rev in losers if isinstance(rev, str)])
         return str(body["rev"])
+
+    async def _delete_revisions(self, db: str, revisions: list[tuple[str, str]]) -> None:
+        """Delete losing revisions (best effort: a later write tries again)."""
+        if not revisions:
+            return
+        deletions = [{"_id": doc_id, "_rev": rev, "_deleted": True} for doc_id, rev in revisions]
+        try:
+            await self.request("POST", f"/{quote_db(db)}/_bulk_docs", json_body={"docs": deletions})
+        except (NotFound, Conflict, StoreFault):
+            pass
 
     async def delete_doc(self, db: str, doc_id: str, rev: str) -> None:
         await self.request("DELETE", f"/{quote_db(db)}/{quote_doc(doc_id)}", params={"rev": rev})
 
     async def all_docs(self, db: str, keys: Sequence[str]) -> list[dict[str, Any]]:
-        """``_all_docs?include_docs=true`` for ``keys``; one row per key, in order."""
+        """``_all_docs?include_docs=true&conflicts=true`` for ``keys``; one row per key,
+        in order."""
         _, _, body = await self.request(
             "POST",
             f"/{quote_db(db)}/_all_docs",
-            params={"include_docs": True},
+            params={"include_docs": True, "conflicts": True},
             json_body={"keys": list(keys)},
         )
         return list(body["rows"])
 
     async def bulk_docs(self, db: str, docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """``_bulk_docs``; one result per document (``rev`` or ``error``), in order."""
+        """``_bulk_docs``; one result per document (``rev`` or ``error``), in order.
+        Conflicting revisions the documents were read with are deleted afterwards for
+        the documents that were written (see :meth:`put_doc`)."""
+        losers = [(doc.get("_id"), doc.pop("_conflicts", None)) for doc in docs]
         _, _, body = await self.request(
             "POST", f"/{quote_db(db)}/_bulk_docs", json_body={"docs": list(docs)}
         )
+        written = {result.get("id") for result in body if "error" not in result}
+        await self._delete_revisions(db, [(str(doc_id), rev) for doc_id, revs in losers
+                                          if doc_id in written and isinstance(revs, list)
+                                          for rev in revs if isinstance(rev, str)])
         return list(body)
 
     async def view(

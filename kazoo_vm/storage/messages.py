@@ -73,7 +73,7 @@ class Messages:
         if db is None:
             raise NotFound(message_id)
         try:
-            doc = await self._couch.get_doc(db, message_id)
+            doc = await self._couch.get_doc(db, message_id, conflicts=True)
         except NotFound:
             raise NotFound(message_id) from None
         if not is_message(doc):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from . import design, naming
 from .couch import Couch
 from .design import Designs
@@ -16,6 +18,8 @@ class Store:
         self.couch = couch
         self.designs = Designs(couch)
         self._ready = False
+        # Awaited with (account id, database) after a MODB is created (replication).
+        self.modb_created: list[Callable[[str, str], Awaitable[None]]] = []
 
     async def close(self) -> None:
         await self.couch.close()
@@ -62,6 +66,9 @@ class Store:
         try:
             await self.designs.ensure(db, design.MAILBOX_MESSAGES)
         except NotFound:
-            await self.couch.create_db(db)
+            created = await self.couch.create_db(db)
             await self.designs.ensure(db, design.MAILBOX_MESSAGES)
+            if created:
+                for hook in self.modb_created:
+                    await hook(account_id, db)
         return db

@@ -22,7 +22,7 @@ class Vmboxes:
         """The box document. NotFound when missing, soft-deleted (unless ``deleted_ok``)
         or of another ``pvt_type`` (a doc without ``pvt_type`` is accepted, as Kazoo does)."""
         db = await self._store.account_db(account_id)
-        doc = await self._couch.get_doc(db, box_id)
+        doc = await self._couch.get_doc(db, box_id, conflicts=True)
         if doc.get("pvt_type", PVT_TYPE) != PVT_TYPE or (doc.get("pvt_deleted") and not deleted_ok):
             raise NotFound(box_id)
         return doc

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .config import Config
 from .errors import BadIdentifier, Forbidden, InvalidAccountId, InvalidCredentials, NoCredentials
+from .kazoo_tokens import KazooCredentials
 from .services import Services
 from .storage import naming
 from .storage.accounts import signing_secret
@@ -43,6 +44,8 @@ class TokenIssuer:
         self._services = services
         self._secret: str | None = config.jwt_secret
         self._lock = asyncio.Lock()
+        # Kazoo's own tokens and Basic credentials, accepted beside ours.
+        self.kazoo = KazooCredentials(services)
 
     async def secret(self) -> str:
         if self._secret is None:
@@ -92,11 +95,28 @@ def token_from(request: web.Request) -> str | None:
     return None
 
 
+def basic_from(request: web.Request) -> str | None:
+    """The base64 part of ``Authorization: Basic …`` (Kazoo's basic auth)."""
+    authorization = request.headers.get("Authorization", "").strip()
+    if authorization[:6].lower() == "basic ":
+        return authorization[6:].strip() or None
+    return None
+
+
 async def authenticate(request: web.Request, issuer: TokenIssuer) -> AuthContext:
+    """kazoo_vm's own token, else Kazoo's token, else Kazoo's Basic credentials."""
     token = token_from(request)
     if token is None:
-        raise NoCredentials()
-    return await issuer.verify(token)
+        basic = basic_from(request)
+        if basic is None:
+            raise NoCredentials()
+        identity = await issuer.kazoo.verify_basic(basic)
+        return AuthContext(account_id=identity.account_id, owner_id=identity.owner_id, token="")
+    try:
+        return await issuer.verify(token)
+    except InvalidCredentials:
+        identity = await issuer.kazoo.verify_token(token)
+    return AuthContext(account_id=identity.account_id, owner_id=identity.owner_id, token=token)
 
 
 ACCOUNT: web.RequestKey[dict[str, Any]] = web.RequestKey("account", dict)

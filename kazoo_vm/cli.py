@@ -1,4 +1,5 @@
-"""Operator commands: ``serve``, ``accounts create``, ``users create``, ``migrate``.
+"""Operator commands: ``serve``, ``accounts create``, ``users create``, ``migrate``,
+``replicate``.
 
 Without ``KAZOO_VM_COUCH_URL`` they use the embedded pouchdb-server: ``serve`` starts it
 on the data folder and records its address there; the other commands use that running
@@ -27,6 +28,7 @@ from .embedded_store import EmbeddedStore
 from .services import Services
 from .storage import naming
 from .storage.errors import StorageError
+from .storage.replication import Target
 
 DEMO_FILE = "demo-account.json"
 STORE_URL_FILE = "store.url"
@@ -167,6 +169,21 @@ async def migrate(config: Config, args: argparse.Namespace) -> dict[str, Any]:
     return totals
 
 
+async def replicate(config: Config, args: argparse.Namespace) -> Any:
+    """Set up (or, with ``--status``, show) the replication of an account."""
+    async with connected(config) as services:
+        await services.accounts.fetch(args.account)
+        if args.status:
+            return await services.replication.status(args.account)
+        if args.stop:
+            return {"account_id": args.account, "removed": await services.replication.stop(args.account)}
+        if not args.target:
+            raise SystemExit("error: --target is required (or --status)")
+        target = Target(args.target, continuous=args.continuous, both_ways=args.both_ways)
+        ids = await services.replication.replicate(args.account, target)
+        return {"account_id": args.account, "target": target.safe_url, "replications": ids}
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="python -m kazoo_vm", description=__doc__.splitlines()[0])
     commands = main.add_subparsers(dest="command", required=True)
@@ -191,6 +208,13 @@ def parser() -> argparse.ArgumentParser:
     migrate_cmd = commands.add_parser("migrate", help="move legacy (pre-MODB) messages into the MODBs")
     migrate_cmd.add_argument("--account", required=True, metavar="ACCOUNT_ID")
     migrate_cmd.add_argument("--box", metavar="VMBOX_ID")
+    replicate_cmd = commands.add_parser("replicate", help="replicate an account (all its months) to another CouchDB")
+    replicate_cmd.add_argument("--account", required=True, metavar="ACCOUNT_ID")
+    replicate_cmd.add_argument("--target", metavar="URL", help="http://user:pass@host:5984 of the other server")
+    replicate_cmd.add_argument("--continuous", action="store_true", help="keep replicating (else one pass)")
+    replicate_cmd.add_argument("--both-ways", action="store_true", help="also replicate back from the target")
+    replicate_cmd.add_argument("--status", action="store_true", help="show each replication's state")
+    replicate_cmd.add_argument("--stop", action="store_true", help="remove the account's replications")
     return main
 
 
@@ -211,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "box", None) is not None and not naming.is_vmbox_id(args.box):
         print("error: --box is not a voicemail box id", file=sys.stderr)
         return 2
-    commands = {"accounts": create_account, "users": create_user, "migrate": migrate}
+    commands = {"accounts": create_account, "users": create_user, "migrate": migrate, "replicate": replicate}
     try:
         result = asyncio.run(commands[args.command](config, args))
     except StorageError as error:

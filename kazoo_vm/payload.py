@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .errors import UnsupportedMediaType, ValidationError, max_size_error, validation_error
 
@@ -160,7 +161,9 @@ async def _read_multipart(request: web.Request, limit: int) -> tuple[Payload, li
                 files.append(UploadedFile(part_type, data))
     except web.HTTPRequestEntityTooLarge:
         raise max_size_error(limit) from None
-    except (ValueError, AssertionError, RuntimeError) as error:
+    except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as error:
+        # HttpProcessingError: a part's headers aiohttp cannot parse (control or
+        # non-ASCII bytes, a line too long): the client's fault, not a crash.
         if isinstance(error, ValidationError):
             raise
         raise validation_error("multipart", "invalid", "malformed multipart body", target="body") from None

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from . import appkeys
-from .handlers import auth, messages, messages_zip, schemas, vmboxes
+from .handlers import accounts, auth, messages, messages_zip, openapi, schemas, vmboxes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -57,3 +57,19 @@ def setup_routes(app: web.Application) -> None:
     _add("GET", "/v2/schemas", schemas.list_schemas, is_public=True)
     _add("GET", "/v2/schemas/{name}", schemas.get_schema, is_public=True)
     _add("POST", "/v2/schemas/{name}/validation", schemas.validate_document, is_public=True)
+    _add("GET", "/v2/openapi.json", openapi.get_openapi, is_public=True)
+
+    # What Monster UI needs besides the voicemail API when kazoo_vm stands alone.
+    _add("GET", "/v2/auth/tokeninfo", accounts.token_info, is_public=True)
+    _add("POST", "/v2/auth/tokeninfo", accounts.token_info, is_public=True)
+    _add("GET", ACCOUNT, accounts.get_account)
+    _add("POST", ACCOUNT, accounts.update_account)
+    _add("GET", ACCOUNT + "/users", accounts.list_users)
+    _add("GET", ACCOUNT + "/users/{user_id}", accounts.get_user)
+    _add("PATCH", ACCOUNT + "/users/{user_id}", accounts.patch_user)
+    _add("GET", ACCOUNT + "/apps_store", accounts.apps_store)
+    _add("GET", ACCOUNT + "/apps_store/{app_id}/icon", accounts.public_not_found, is_public=True)
+    _add("GET", "/v2/whitelabel/{domain}", accounts.public_not_found, is_public=True)
+    _add("GET", "/v2/whitelabel/{domain}/{file}", accounts.public_not_found, is_public=True)
+    for missing in ("/external_numbers", "/alerts", "/storage", "/cdrs/{cdr_id}"):
+        _add("GET", ACCOUNT + missing, accounts.not_found)

@@ -9,6 +9,7 @@ from .storage.couch import Couch
 from .storage.legacy import Legacy
 from .storage.messages import Messages
 from .storage.notifications import Notifications
+from .storage.replication import Replication
 from .storage.store import Store
 from .storage.vmboxes import Vmboxes
 
@@ -22,13 +23,15 @@ class Services:
     messages: Messages
     legacy: Legacy
     notifications: Notifications
+    replication: Replication
 
     @classmethod
     def connect(cls, couch_url: str, *, timeout: float) -> Services:
         store = Store(Couch(couch_url, timeout=timeout))
         messages = Messages(store)
         return cls(store=store, accounts=Accounts(store), users=Users(store), vmboxes=Vmboxes(store),
-                   messages=messages, legacy=Legacy(store, messages), notifications=Notifications(store))
+                   messages=messages, legacy=Legacy(store, messages), notifications=Notifications(store),
+                   replication=Replication(store, couch_url))
 
     async def close(self) -> None:
         await self.store.close()

@@ -13,10 +13,13 @@ from typing import Any
 
 from .. import documents
 from . import design, naming
+from .couch import quote_db
 from .errors import Conflict, NotFound
 from .store import Store
 
 SIGNING_CONFIG_ID = "kazoo_vm.auth"
+LISTING_BATCH = 500
+MIRROR_RETRIES = 5
 
 
 def credentials_hashes(username: str, password: str) -> tuple[str, str]:
@@ -66,6 +69,54 @@ class Accounts:
         await self._couch.put_doc(db, dict(doc))
         await self._couch.put_doc(naming.ACCOUNTS_DB, dict(doc))
         return doc
+
+    async def fetch_own_copy(self, account_id: str) -> dict[str, Any]:
+        """The account doc as stored in the account's own database (the copy Kazoo's
+        crossbar reads and writes first); NotFound if missing or deleted."""
+        db = await self._store.account_db(account_id)
+        doc = await self._couch.get_doc(db, account_id)
+        if doc.get("pvt_deleted") or doc.get("pvt_type", "account") != "account":
+            raise NotFound(account_id)
+        return doc
+
+    async def save(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Save an account doc the way Kazoo does: into the account database (``doc``'s
+        ``_rev`` is that copy's revision; Conflict when stale), then the same content
+        into ``accounts`` under that copy's own revision. Returns ``doc`` with the
+        account database's new ``_rev``."""
+        account_id = str(doc["_id"])
+        db = await self._store.account_db(account_id)
+        await self._couch.put_doc(db, doc)
+        mirror = {key: value for key, value in doc.items() if key != "_rev"}
+        for _attempt in range(MIRROR_RETRIES):
+            try:
+                current = await self._couch.get_doc(naming.ACCOUNTS_DB, account_id)
+            except NotFound:
+                mirror.pop("_rev", None)
+            else:
+                mirror["_rev"] = current["_rev"]
+            try:
+                await self._couch.put_doc(naming.ACCOUNTS_DB, mirror)
+            except Conflict:
+                continue
+            return doc
+        raise Conflict(account_id)
+
+    async def doc_in_account_db(self, account_id: str, doc_id: str) -> dict[str, Any]:
+        """Any document of the account database (a user, a device, the account itself);
+        NotFound when missing or soft-deleted."""
+        db = naming.account_db(account_id)
+        doc = await self._couch.get_doc(db, doc_id)
+        if doc.get("pvt_deleted"):
+            raise NotFound(doc_id)
+        return doc
+
+    async def config(self, account_id: str, category: str) -> dict[str, Any]:
+        """The account's ``configs_<category>`` document (Kazoo's per-account settings), or {}."""
+        try:
+            return await self._couch.get_doc(naming.account_db(account_id), f"configs_{category}")
+        except NotFound:
+            return {}
 
     async def _lookup(self, view: str, key: str) -> list[str]:
         await self._store.setup()
@@ -127,6 +178,54 @@ class Users:
             raise NotFound(user_id)
         return doc
 
+    async def listing(self, account_id: str) -> list[dict[str, Any]]:
+        """Every non-deleted user of the account (whole documents), read from
+        ``_all_docs`` in batches so no view beyond ours is needed."""
+        db = await self._store.account_db(account_id)
+        users: list[dict[str, Any]] = []
+        start: str | None = None
+        while True:
+            params: dict[str, Any] = {"include_docs": True, "limit": LISTING_BATCH + 1}
+            if start is not None:
+                params["startkey"] = start
+            body = await self._couch.get_json(f"/{quote_db(db)}/_all_docs", **params)
+            rows = list(body.get("rows") or []) if isinstance(body, dict) else []
+            for row in rows[:LISTING_BATCH]:
+                doc = row.get("doc")
+                if isinstance(doc, dict) and doc.get("pvt_type") == "user" and not doc.get("pvt_deleted"):
+                    users.append(doc)
+            if len(rows) <= LISTING_BATCH:
+                return users
+            start = str(rows[LISTING_BATCH]["id"])
+
+    async def ids_by_username(self, account_id: str, username: str) -> list[str]:
+        """Ids of the non-deleted users of the account with this (lower-case) username."""
+        db = await self._store.account_db(account_id)
+        rows = await self._couch.view(db, design.USERS, "list_by_username", key=username)
+        return [str(row["id"]) for row in rows]
+
+    async def save(self, account_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """Create or update a user doc (``_rev`` decides); Conflict when stale."""
+        db = await self._store.account_db(account_id)
+        await self._couch.put_doc(db, doc)
+        return doc
+
+    async def owners_by_credentials(self, account_id: str, credentials: str, method: str) -> list[str]:
+        """Ids of every enabled user of ``account_id`` whose md5 (or sha) hash is
+        ``credentials`` (Kazoo's basic auth wants exactly one)."""
+        view = "creds_by_sha" if method == "sha" else "creds_by_md5"
+        try:
+            db = await self._store.account_db(account_id)
+        except NotFound:
+            return []
+        rows = await self._couch.view(db, design.USERS, view, key=credentials)
+        owners = []
+        for row in rows:
+            value = row.get("value") or {}
+            if isinstance(value, dict) and isinstance(value.get("owner_id"), str):
+                owners.append(str(value["owner_id"]))
+        return owners
+
     async def by_credentials(self, account_id: str, credentials: str, method: str) -> str | None:
         """The id of the enabled user of ``account_id`` whose hash is ``credentials``."""
         view = "creds_by_sha" if method == "sha" else "creds_by_md5"
@@ -161,3 +260,22 @@ async def signing_secret(store: Store) -> str:
         except Conflict:
             continue
         return str(doc["default"]["signing_secret"])
+
+
+async def system_config(store: Store, category: str) -> dict[str, Any]:
+    """The ``system_config/<category>`` document, or {} when there is none."""
+    try:
+        return await store.couch.get_doc(naming.SYSTEM_CONFIG_DB, category)
+    except NotFound:
+        return {}
+
+
+async def system_key_pem(store: Store, key_id: str, attachment: str) -> bytes | None:
+    """The PEM attachment of Kazoo's key document ``system_auth/<key_id>``, or None when
+    the database, the document or the attachment is missing. Only ever read: the keys
+    belong to Kazoo."""
+    try:
+        body, _content_type = await store.couch.get_attachment(naming.SYSTEM_AUTH_DB, key_id, attachment)
+    except NotFound:
+        return None
+    return body

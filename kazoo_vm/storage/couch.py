@@ -196,10 +196,8 @@ class Couch:
         if not revisions:
             return
         deletions = [{"_id": doc_id, "_rev": rev, "_deleted": True} for doc_id, rev in revisions]
-        try:
+        with contextlib.suppress(NotFound, Conflict, StoreFault):
             await self.request("POST", f"/{quote_db(db)}/_bulk_docs", json_body={"docs": deletions})
-        except (NotFound, Conflict, StoreFault):
-            pass
 
     async def delete_doc(self, db: str, doc_id: str, rev: str) -> None:
         await self.request("DELETE", f"/{quote_db(db)}/{quote_doc(doc_id)}", params={"rev": rev})

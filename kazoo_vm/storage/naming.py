@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 ACCOUNTS_DB = "accounts"
 SYSTEM_CONFIG_DB = "system_config"
+SYSTEM_AUTH_DB = "system_auth"
 
 ACCOUNT_ID = re.compile(r"^[0-9a-f]{32}$")
 MODB_MESSAGE_ID = re.compile(r"^(\d{4})(\d{2})-[0-9a-f]{32}$")

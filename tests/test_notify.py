@@ -23,7 +23,7 @@ from kazoo_vm.services import Services
 from kazoo_vm.storage import naming
 
 AUDIO = b"ID3" + bytes(range(256)) * 40
-WAIT = 20.0
+WAIT = 60.0
 
 
 @dataclass

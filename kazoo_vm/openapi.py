@@ -9,8 +9,10 @@ Where each part comes from:
 * what a router cannot know — a summary, the request body, the shape of ``data``, the
   error statuses beyond those a path implies — one row per route in :data:`OPERATIONS`.
 
-A route without a row, or a row without a route, is an error: the document and the URL
-table cannot drift apart. The document is built once per application (:func:`document`).
+A route without a row is still listed (as :data:`UNDOCUMENTED`, so the served document
+never fails), and ``tests/test_openapi.py`` refuses it, as it refuses a row without a
+route: the document and the URL table cannot drift apart. The document is built once per
+application (:func:`document`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ REQUEST_ID = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
 @dataclass(frozen=True)
 class Op:
     """One operation. ``data``: the component schema of the success envelope's ``data``,
-    or ``@audio``/``@zip``/``@json`` for answers without envelope. ``body``: a key of
+    ``@audio``/``@zip``/``@json`` for answers without envelope, ``@none`` for an
+    operation that only ever answers 404. ``body``: a key of
     :data:`BODIES`. ``query``: keys of :data:`QUERY`. ``errors``: statuses besides those
     the path implies (401 unless public; 403, 404 under an account; 404 for any id; 405
     where a box or message id can collide with a literal segment; 503 with storage)."""
@@ -63,6 +66,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", _ACC): Op("Replace the account's fields", "account", body="account", errors="400 409 415"),
     ("GET", _ACC + "/users"): Op("List the users of the account", "user_list"),
     ("GET", _ACC + "/users/{user_id}"): Op("Fetch a user", "user"),
+    ("POST", _ACC + "/users/{user_id}"): Op("Replace a user's fields", "user", body="user", errors="400 409 415"),
     ("PATCH", _ACC + "/users/{user_id}"): Op("Merge fields into a user (null removes one)", "user", body="user_patch",
                                              errors="400 409 415"),
     ("GET", _ACC + "/apps_store"): Op("The apps of the account (Voicemails)", "app_list"),
@@ -73,6 +77,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", _ACC + "/alerts"): _GONE,
     ("GET", _ACC + "/storage"): _GONE,
     ("GET", _ACC + "/cdrs/{cdr_id}"): _GONE,
+    ("GET", _ACC + "/ledgers/total"): Op("The account's balance (always 0)", "ledger_total"),
+    ("GET", _ACC + "/limits"): Op("The account's trunk limits (Kazoo's defaults unless stored)", "limits"),
     ("GET", _VM): Op("List the boxes, with message counts", "vmbox_list", query="paging box_filters",
                      errors="400 415"),
     ("PUT", _VM): Op("Create a box", "vmbox", 201, "vmbox", errors="400 409 415"),
@@ -185,6 +191,9 @@ EXTRA_SCHEMAS: dict[str, Json] = {
     "user": _object({"id": _string(minLength=1)}, ["id"], description="The user's public fields"),
     "user_list": {"type": "array", "items": _object({"id": _string(minLength=1), "features": _IDS, "flags": _IDS},
                                                      ["id", "features", "flags"])},
+    "ledger_total": _object({"amount": {"type": "number"}}, ["amount"]),
+    "limits": _object({"id": _string(), "allow_prepay": _BOOLEAN, "inbound_trunks": {"type": "integer"},
+                       "outbound_trunks": {"type": "integer"}, "twoway_trunks": {"type": "integer"}}, ["id"]),
     "app_list": {"type": "array", "items": _object({
         "id": _string(), "name": _string(), "api_url": _string(), "allowed_users": _string(),
         "users": {"type": "array"}, "i18n": {"type": "object"}, "tags": _IDS, "masqueradable": _BOOLEAN,
@@ -232,6 +241,7 @@ BODIES: dict[str, tuple[bool, Json]] = {
     "document": (True, _json({"type": "object"})),
     "token": (True, _json(_object({"token": _string(minLength=1)}, ["token"]))),
     "account": (True, _json(_ref("accounts"))),
+    "user": (True, _json(_ref("users"))),
     "user_patch": (True, _json(_ref("user_patch"))),
 }
 

@@ -66,10 +66,13 @@ def setup_routes(app: web.Application) -> None:
     _add("POST", ACCOUNT, accounts.update_account)
     _add("GET", ACCOUNT + "/users", accounts.list_users)
     _add("GET", ACCOUNT + "/users/{user_id}", accounts.get_user)
+    _add("POST", ACCOUNT + "/users/{user_id}", accounts.update_user)
     _add("PATCH", ACCOUNT + "/users/{user_id}", accounts.patch_user)
     _add("GET", ACCOUNT + "/apps_store", accounts.apps_store)
     _add("GET", ACCOUNT + "/apps_store/{app_id}/icon", accounts.public_not_found, is_public=True)
     _add("GET", "/v2/whitelabel/{domain}", accounts.public_not_found, is_public=True)
     _add("GET", "/v2/whitelabel/{domain}/{file}", accounts.public_not_found, is_public=True)
+    _add("GET", ACCOUNT + "/ledgers/total", accounts.ledgers_total)
+    _add("GET", ACCOUNT + "/limits", accounts.limits)
     for missing in ("/external_numbers", "/alerts", "/storage", "/cdrs/{cdr_id}"):
         _add("GET", ACCOUNT + missing, accounts.not_found)

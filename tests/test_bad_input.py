@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Api, assert_error
+import yarl
+from conftest import Api, Reply, assert_error
 
-BAD_BOX_IDS = ["a%2Fb", "%25", "..", "%2E%2E", "x" * 200, "_design", "_all_docs", "a%00b", "%C3%28"]
+# A literal ".." never reaches a handler as a box id: aiohttp (like any proxy) resolves
+# ".../vmboxes/.." to the account's own URL, which has routes of its own.
+BAD_BOX_IDS = ["a%2Fb", "%25", "%2E%2E", "x" * 200, "_design", "_all_docs", "a%00b", "%C3%28"]
 
 
 @pytest.mark.parametrize("box_id", BAD_BOX_IDS)
 @pytest.mark.parametrize("method", ["GET", "POST", "PATCH", "DELETE"])
 async def test_bad_box_id_is_a_404_not_a_500(api: Api, method: str, box_id: str) -> None:
-    reply = await api.call(method, f"/vmboxes/{box_id}", body='{"data":{"name":"n","mailbox":"1"}}')
+    # Sent as written: the client would otherwise decode "%2E%2E" and resolve it.
+    url = yarl.URL(api.url(f"/vmboxes/{box_id}"), encoded=True)
+    async with api.client.request(method, url, data=b'{"data":{"name":"n","mailbox":"1"}}',
+                                  headers={"Content-Type": "application/json", "X-Auth-Token": str(api.token)}) as r:
+        reply = Reply(r.status, r.headers, await r.read())
     assert reply.status in (404, 405), reply.body
     assert reply.json["status"] == "error"
 

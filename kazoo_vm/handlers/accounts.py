@@ -186,21 +186,25 @@ async def _credentials(request: web.Request, account_id: str, user_id: str, chan
     return updates
 
 
-async def patch_user(request: web.Request) -> web.Response:
-    """PATCH: the request's fields merged over the stored ones (``null`` removes a key).
-    Only the keys the request changes are judged: a stored document Kazoo or an older
-    tool wrote is not refused for a field the client did not touch."""
+async def _write_user(request: web.Request, *, replace: bool) -> web.Response:
     account_id, user_id = request.match_info["account_id"], _user_id(request)
     data = _object_data((await payload(request)).data)
-    changes = {key: value for key, value in public_fields(data).items() if key not in USER_READ_ONLY}
+    sent = {key: value for key, value in public_fields(data).items() if key not in USER_READ_ONLY}
     for _attempt in range(SAVE_RETRIES):
         stored = await _user(request, account_id, user_id)
-        merged = {**public_fields(stored), **changes}
-        merged = {key: value for key, value in merged.items() if value is not None}
-        validated, all_errors = request.app[appkeys.SCHEMAS].validate("users", merged)
-        errors = {key: codes for key, codes in all_errors.items() if key.split(".")[0] in changes}
+        current = public_fields(stored)
+        if replace:
+            fields = dict(sent)
+            judged = {key for key, value in sent.items() if current.get(key, ...) != value} | (set(current) - set(sent))
+        else:
+            fields = {**current, **sent}
+            judged = set(sent)
+        fields = {key: value for key, value in fields.items() if value is not None}
+        validated, all_errors = request.app[appkeys.SCHEMAS].validate("users", fields)
+        errors = {key: codes for key, codes in all_errors.items() if key.split(".")[0] in judged}
         if errors:
             raise ValidationError(errors)
+        changes = {key: value for key, value in sent.items() if key in judged}
         credentials = await _credentials(request, account_id, user_id, changes, validated, stored)
         doc = {**private_fields(stored), **credentials, **validated, "_id": user_id}
         stamp(doc, account_id=account_id, account_db=naming.encoded_db(naming.account_db(account_id)),
@@ -211,6 +215,20 @@ async def patch_user(request: web.Request) -> web.Response:
             continue
         return envelope.success(request, to_response(doc), revision=doc["_rev"])
     raise DatastoreConflict()
+
+
+async def patch_user(request: web.Request) -> web.Response:
+    """PATCH: the request's fields merged over the stored ones (``null`` removes a key).
+    Only the keys the request changes are judged: a stored document Kazoo or an older
+    tool wrote is not refused for a field the client did not touch."""
+    return await _write_user(request, replace=False)
+
+
+async def update_user(request: web.Request) -> web.Response:
+    """POST: the user's public fields replaced by the request's (Monster sends the user it
+    fetched with its changes, e.g. ``ui_flags`` after the first-use walkthrough). Values
+    sent back unchanged are not judged again; changed, new and removed ones are."""
+    return await _write_user(request, replace=True)
 
 
 # -- token info -------------------------------------------------------------------------
@@ -273,6 +291,30 @@ async def apps_store(request: web.Request) -> web.Response:
         "phase": "gold",
     }]
     return envelope.success(request, data, revision=envelope.list_revision(data))
+
+
+# -- myaccount's badges ------------------------------------------------------------------------
+# Monster's myaccount asks for these at every boot and opens an error dialog when they
+# fail; kazoo_vm keeps no ledgers and enforces no trunk limits, so it answers read-only.
+
+LIMITS_ID = "limits"
+DEFAULT_LIMITS = {"allow_prepay": True, "inbound_trunks": 0, "outbound_trunks": 0, "twoway_trunks": 0}
+
+
+async def ledgers_total(request: web.Request) -> web.Response:
+    """The account's balance: kazoo_vm bills nothing, so 0."""
+    return envelope.success(request, {"amount": 0})
+
+
+async def limits(request: web.Request) -> web.Response:
+    """Kazoo's ``limits`` document of the account database when there is one, else
+    Kazoo's defaults (no flat-rate trunks)."""
+    account_id = request.match_info["account_id"]
+    try:
+        doc = await services(request).accounts.doc_in_account_db(account_id, LIMITS_ID)
+    except NotFound:
+        return envelope.success(request, {**DEFAULT_LIMITS, "id": LIMITS_ID})
+    return envelope.success(request, {**DEFAULT_LIMITS, **to_response(doc)}, revision=doc.get("_rev"))
 
 
 # -- what kazoo_vm does not have ----------------------------------------------------------

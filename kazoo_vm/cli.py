@@ -13,15 +13,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
+from . import appkeys
 from .app import create_app
 from .config import Config
 from .embedded_store import EmbeddedStore
@@ -32,6 +34,10 @@ from .storage.replication import Target
 
 DEMO_FILE = "demo-account.json"
 STORE_URL_FILE = "store.url"
+# Test-only crash switch (tests/test_crash.py): see install_fault_switch.
+FAULT_POINT_ENV = "KAZOO_VM_FAULT_POINT"
+FAULT_ACTION_ENV = "KAZOO_VM_FAULT_ACTION"
+FAULT_SKIP_ENV = "KAZOO_VM_FAULT_SKIP"
 
 
 def _answers(url: str) -> bool:
@@ -105,10 +111,45 @@ then list its voicemail boxes:
 """, flush=True)
 
 
+def install_fault_switch(app: web.Application, env: Mapping[str, str] | None = None) -> None:
+    """TEST ONLY. With ``KAZOO_VM_FAULT_POINT`` set (one or more comma-separated points of
+    ``Messages._fault``: ``transfer:before_copy``, ``transfer:after_copy``,
+    ``migrate:after_copy``), the process kills itself with SIGKILL when a multi-step write
+    reaches such a point, after letting ``KAZOO_VM_FAULT_SKIP`` (default 0) passes
+    through. ``KAZOO_VM_FAULT_ACTION`` may only be ``kill``. Never set in production."""
+    env = os.environ if env is None else env
+    points = {point.strip() for point in (env.get(FAULT_POINT_ENV) or "").split(",") if point.strip()}
+    if not points:
+        return
+    if (env.get(FAULT_ACTION_ENV) or "kill") != "kill":
+        raise SystemExit(f"{FAULT_ACTION_ENV} must be 'kill'")
+    try:
+        skip = int(env.get(FAULT_SKIP_ENV) or 0)
+    except ValueError:
+        raise SystemExit(f"{FAULT_SKIP_ENV} must be an integer") from None
+    passes = {"left": skip}
+
+    async def fault(point: str) -> None:
+        if point not in points:
+            return
+        if passes["left"] > 0:
+            passes["left"] -= 1
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    async def arm(app: web.Application) -> None:  # after cleanup_ctx made the services
+        app[appkeys.SERVICES].messages.fault = fault
+        logging.getLogger(__name__).warning("TEST-ONLY fault switch armed: SIGKILL at %s after %d passes",
+                                            ",".join(sorted(points)), skip)
+
+    app.on_startup.append(arm)
+
+
 async def serve(config: Config) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     async with couch_url(config, serving=True) as url:
         app = create_app(config, url)
+        install_fault_switch(app)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -17,11 +18,25 @@ from .notify.worker import Notifier
 from .routes import setup_routes
 from .services import Services
 from .storage.errors import StorageError
+from .storage.moves import STALE_AFTER
 from .validation import SchemaStore
 
 log = logging.getLogger(__name__)
 # Room for multipart framing around the largest accepted payload.
 MULTIPART_OVERHEAD = 256 * 1024
+MOVE_RECOVERY_INTERVAL = 30.0
+
+
+# Request line and header size limits: room for Kazoo tokens (RS256 JWTs of several KB);
+# aiohttp answers longer ones itself (plain-text 400).
+MAX_HEADER_SIZE = 32 * 1024
+
+
+def server_options(config: Config) -> dict[str, Any]:
+    """``AppRunner`` options of the HTTP server (``serve`` and the tests alike): an idle
+    or slowly-sending connection is closed after ``keepalive_timeout`` seconds."""
+    return {"keepalive_timeout": config.keepalive_timeout, "max_line_size": MAX_HEADER_SIZE,
+            "max_field_size": MAX_HEADER_SIZE}
 
 
 def create_app(config: Config, couch_url: str) -> web.Application:
@@ -40,12 +55,18 @@ def create_app(config: Config, couch_url: str) -> web.Application:
         app[appkeys.ISSUER] = TokenIssuer(config, services)
         try:
             await services.store.setup()
+            # Moves a killed process left half done are finished before serving.
+            await services.moves.recover()
         except StorageError as error:  # the store may come later; requests get 503 until then
             log.warning("could not prepare the store at startup: %r", error)
+        recovery = asyncio.create_task(_recover_moves(services), name="move-recovery")
         worker = None
         if config.smtp_url is not None:
             worker = asyncio.create_task(Notifier(config, services).run(), name="voicemail-to-email")
         yield
+        recovery.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recovery
         if worker is not None:
             worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -55,3 +76,13 @@ def create_app(config: Config, couch_url: str) -> web.Application:
     app.cleanup_ctx.append(services_ctx)
     setup_routes(app)
     return app
+
+
+async def _recover_moves(services: Services) -> None:
+    """Now and then, settle the moves other processes left half done (see storage.moves)."""
+    while True:
+        await asyncio.sleep(MOVE_RECOVERY_INTERVAL)
+        try:
+            await services.moves.recover(older_than=STALE_AFTER)
+        except StorageError as error:
+            log.warning("move recovery: %r", error)

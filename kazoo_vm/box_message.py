@@ -60,8 +60,8 @@ def message_id(gregorian: int, suffix: str | None = None) -> str:
 
 
 def moved_id(now: int, source_id: str, destination_box: str) -> str:
-    """The id a move gives a message: derived from what is moved where, so a retried
-    move finds the copy it already made instead of making another."""
+    """The id a move (or a named copy request) gives a message: derived from what goes
+    where, so a retry finds the copy already made instead of making another."""
     digest = hashlib.md5(f"{source_id}>{destination_box}".encode()).hexdigest()
     return message_id(now, digest)
 

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from . import appkeys
-from .app import create_app
+from .app import create_app, server_options
 from .config import Config
 from .embedded_store import EmbeddedStore
 from .services import Services
@@ -113,7 +113,7 @@ then list its voicemail boxes:
 
 def install_fault_switch(app: web.Application, env: Mapping[str, str] | None = None) -> None:
     """TEST ONLY. With ``KAZOO_VM_FAULT_POINT`` set (one or more comma-separated points of
-    ``Messages._fault``: ``transfer:before_copy``, ``transfer:after_copy``,
+    ``Messages._fault``: ``transfer:before_copy``, ``transfer:after_copy`` (moves and copies),
     ``migrate:after_copy``), the process kills itself with SIGKILL when a multi-step write
     reaches such a point, after letting ``KAZOO_VM_FAULT_SKIP`` (default 0) passes
     through. ``KAZOO_VM_FAULT_ACTION`` may only be ``kill``. Never set in production."""
@@ -150,7 +150,7 @@ async def serve(config: Config) -> None:
     async with couch_url(config, serving=True) as url:
         app = create_app(config, url)
         install_fault_switch(app)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, **server_options(config))
         await runner.setup()
         site = web.TCPSite(runner, config.host, config.port)
         await site.start()

@@ -54,6 +54,8 @@ class Config:
     notify_retry: float = 5.0
     notify_attempts: int = 10
     notify_lease: float = 120.0
+    body_timeout: float = 30.0
+    keepalive_timeout: float = 75.0
 
     @property
     def retention_seconds(self) -> int:
@@ -77,4 +79,7 @@ class Config:
             notify_poll=_float(env, "KAZOO_VM_NOTIFY_POLL", 2.0),
             notify_retry=_float(env, "KAZOO_VM_NOTIFY_RETRY", 5.0),
             notify_attempts=_int(env, "KAZOO_VM_NOTIFY_ATTEMPTS", 10),
+            notify_lease=_float(env, "KAZOO_VM_NOTIFY_LEASE", 120.0),
+            body_timeout=_float(env, "KAZOO_VM_BODY_TIMEOUT", 30.0),
+            keepalive_timeout=_float(env, "KAZOO_VM_KEEPALIVE_TIMEOUT", 75.0),
         )

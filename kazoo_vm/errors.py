@@ -37,6 +37,17 @@ class ValidationError(ApiError):
         super().__init__(errors)
 
 
+class BodyTimeout(ApiError):
+    """408: the client did not send its whole body within ``KAZOO_VM_BODY_TIMEOUT``."""
+
+    status = 408
+    message = "request_timeout"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__({"message": f"the request body was not received within {seconds:g} seconds"})
+        self.headers["Connection"] = "close"
+
+
 class BadIdentifier(ApiError):
     status = 404
     message = "bad_identifier"

@@ -7,6 +7,7 @@ Kazoo does. Top-level keys are normalised (lower case, ``-`` → ``_``).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .errors import UnsupportedMediaType, ValidationError, max_size_error, validation_error
+from . import appkeys
+from .errors import BodyTimeout, UnsupportedMediaType, ValidationError, max_size_error, validation_error
 
 JSON_TYPES = frozenset({"application/json", "application/x-json", "text/json", "text/plain", ""})
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -45,10 +47,14 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         return request[BODY]
     if request.content_length is not None and request.content_length > limit:
         raise max_size_error(limit)
+    seconds = request.app[appkeys.CONFIG].body_timeout
     try:
-        body = await request.read()
+        async with asyncio.timeout(seconds):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise max_size_error(limit) from None
+    except TimeoutError:
+        raise BodyTimeout(seconds) from None
     if len(body) > limit:
         raise max_size_error(limit)
     request[BODY] = body
@@ -128,6 +134,15 @@ async def read_upload(request: web.Request, limit: int) -> tuple[Payload, list[U
 
 
 async def _read_multipart(request: web.Request, limit: int) -> tuple[Payload, list[UploadedFile]]:
+    seconds = request.app[appkeys.CONFIG].body_timeout
+    try:
+        async with asyncio.timeout(seconds):
+            return await _read_parts(request, limit)
+    except TimeoutError:
+        raise BodyTimeout(seconds) from None
+
+
+async def _read_parts(request: web.Request, limit: int) -> tuple[Payload, list[UploadedFile]]:
     try:
         reader = await request.multipart()
     except (AssertionError, ValueError, KeyError):

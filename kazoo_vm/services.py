@@ -8,6 +8,7 @@ from .storage.accounts import Accounts, Users
 from .storage.couch import Couch
 from .storage.legacy import Legacy
 from .storage.messages import Messages
+from .storage.moves import Moves
 from .storage.notifications import Notifications
 from .storage.replication import Replication
 from .storage.store import Store
@@ -21,6 +22,7 @@ class Services:
     users: Users
     vmboxes: Vmboxes
     messages: Messages
+    moves: Moves
     legacy: Legacy
     notifications: Notifications
     replication: Replication
@@ -30,7 +32,8 @@ class Services:
         store = Store(Couch(couch_url, timeout=timeout))
         messages = Messages(store)
         return cls(store=store, accounts=Accounts(store), users=Users(store), vmboxes=Vmboxes(store),
-                   messages=messages, legacy=Legacy(store, messages), notifications=Notifications(store),
+                   messages=messages, moves=Moves(store, messages), legacy=Legacy(store, messages),
+                   notifications=Notifications(store),
                    replication=Replication(store, couch_url))
 
     async def close(self) -> None:

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
-from kazoo_vm.app import create_app
+from kazoo_vm.app import create_app, server_options
 from kazoo_vm.config import Config
 from kazoo_vm.embedded_store import EmbeddedStore
 from kazoo_vm.services import Services
@@ -73,8 +73,9 @@ async def _drop_accounts(services: Services, account_ids: list[str]) -> None:
 
 @pytest.fixture
 async def client(aiohttp_client: Any, config: Config, couch_url: str) -> TestClient[web.Request, web.Application]:
-    app = create_app(config, couch_url)
-    result: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+    server = TestServer(create_app(config, couch_url))
+    await server.start_server(**server_options(config))  # TestServer(**kwargs) would drop them
+    result: TestClient[web.Request, web.Application] = await aiohttp_client(server)
     return result
 
 
@@ -191,4 +192,4 @@ __all__ = ["Api", "Reply", "assert_error", "make_account", "login", "stored_doc"
 
 # Written, not yet green: each found product bugs that are still open (see README,
 # "Reliability"), so they are kept out of the default run until those are fixed.
-collect_ignore = ["test_fuzz.py", "test_model.py", "test_concurrency.py"]
+collect_ignore = ["test_fuzz.py", "test_model.py"]

@@ -91,6 +91,16 @@ async def test_bulk_folder_change_reports_migrated_new_ids(api: Api, services: S
     assert sorted(id_.split("-")[1] for id_ in reply.data["succeeded"]) == sorted(media_ids)
 
 
+async def test_bulk_folder_change_resent_after_migration_reports_the_migrated_ids(api: Api,
+                                                                                services: Services) -> None:
+    box_id, media_ids = await legacy_box(services, api.account_id, [1, 2])
+    first = await api.post(f"/vmboxes/{box_id}/messages", {"messages": media_ids, "folder": "saved"})
+    again = await api.post(f"/vmboxes/{box_id}/messages", {"messages": media_ids, "folder": "saved"})
+    assert again.status == 200
+    assert sorted(again.data["succeeded"]) == sorted(first.data["succeeded"])
+    assert "failed" not in again.data
+
+
 async def test_bulk_delete_migrates_then_deletes_legacy_messages(api: Api, services: Services) -> None:
     box_id, media_ids = await legacy_box(services, api.account_id, [1])
     reply = await api.delete(f"/vmboxes/{box_id}/messages")

@@ -1169,6 +1169,17 @@ async def test_copy_to_two_boxes(api: Api, vmbox: dict[str, Any]) -> None:
         assert (await api.get(f"/vmboxes/{box}/messages/{new_id}/raw")).body == AUDIO
 
 
+async def test_copy_resent_with_the_same_request_id_makes_no_second_copy(api: Api, vmbox: dict[str, Any]) -> None:
+    first = await new_box(api, "First", "3001")
+    created = await create_with_audio(api, vmbox["id"], folder="saved")
+    path = f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}"
+    named = {"X-Request-ID": "copy-once-1"}
+    answers = [await api.call("POST", path, data={"source_id": [first]}, headers=named) for _ in range(2)]
+    assert [reply.status for reply in answers] == [200, 200]
+    assert answers[0].data == answers[1].data
+    assert await listed_ids(api, first) == answers[0].data["succeeded"]
+
+
 # rule 74
 async def test_copy_leaves_the_original_unchanged(api: Api, vmbox: dict[str, Any]) -> None:
     first = await new_box(api, "First", "3001")

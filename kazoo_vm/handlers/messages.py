@@ -17,7 +17,7 @@ from ..notify.worker import schedule_if_wanted
 from ..payload import Payload, UploadedFile, read_upload
 from ..start_key import StartKey
 from ..storage import legacy, naming
-from ..storage.errors import Conflict, NotFound, StorageError
+from ..storage.errors import Conflict, NotFound, StorageError, Unavailable
 from ..storage.messages import Audio, Located, window
 from ..storage.paging import page_in_memory
 from .common import author, config, location, payload, services
@@ -422,14 +422,22 @@ async def _destinations(request: web.Request, account_id: str, wanted: list[str]
 async def _transfer(request: web.Request, account_id: str, located: Located, destination: dict[str, Any],
                     *, move: bool, now: int) -> Located:
     db, doc = located
-    new_id = box_message.moved_id(now, doc["_id"], destination["_id"]) if move else box_message.message_id(now)
+    if move:
+        new_id = box_message.moved_id(now, doc["_id"], destination["_id"])
+    elif request.headers.get("X-Request-ID") == request[envelope.REQUEST_ID]:
+        # A client that names its requests can resend a copy whose answer it lost.
+        new_id = box_message.moved_id(now, f"{request[envelope.REQUEST_ID]}:{doc['_id']}", destination["_id"])
+    else:
+        new_id = box_message.message_id(now)
     modb = naming.modb_of_message(account_id, new_id) or ""
     copy = box_message.transferred(doc, new_id=new_id, destination=destination, realm=_realm(request),
                                    timezone_name=_timezone(request, destination),
                                    modb_encoded=naming.encoded_db(modb), now=now)
     copy["pvt_previous_id"] = doc["_id"]
     _stamped(request, copy, account_id, modb, now)
-    return await services(request).messages.transfer(db, doc, copy, account_id, remove_source=move)
+    if move:
+        return await services(request).moves.move(account_id, db, doc, copy)
+    return await services(request).messages.copy(db, doc, copy, account_id)
 
 
 async def change_message(request: web.Request) -> web.Response:
@@ -480,17 +488,32 @@ def _requested_ids(data: Any) -> list[str]:
 
 
 async def _bounded(jobs: list[Any]) -> list[Any]:
-    """Run coroutines with at most TRANSFER_CONCURRENCY at once; results or exceptions."""
+    """Run coroutines with at most TRANSFER_CONCURRENCY at once; results or exceptions.
+    Once the store is unreachable, jobs not yet started fail at once with that error
+    instead of waiting out one timeout each."""
     gate = asyncio.Semaphore(TRANSFER_CONCURRENCY)
+    outage: list[Unavailable] = []
 
     async def run(job: Any) -> Any:
         async with gate:
-            return await job
+            if outage:
+                job.close()
+                raise outage[0]
+            try:
+                return await job
+            except Unavailable as error:
+                outage.append(error)
+                raise
 
     return await asyncio.gather(*(run(job) for job in jobs), return_exceptions=True)
 
 
 def _reason(error: BaseException) -> str:
+    """A bulk ``failed`` reason, in Kazoo's words (as ``_bulk_docs`` reports them)."""
+    if isinstance(error, Conflict):
+        return "conflict"
+    if isinstance(error, NotFound):
+        return "not_found"
     if isinstance(error, StorageError):
         return str(from_storage(error).message)
     raise error
@@ -538,12 +561,16 @@ async def _migrate_listed(request: web.Request, account_id: str, box: dict[str, 
     result: list[str] = []
     failed: dict[str, str] = {}
     cutoff = _cutoff(request, now)
+    migrated = await _migrated_before(request, account_id, box, [message_id for message_id in ids
+                                                                 if is_legacy(message_id)], now)
     for message_id in ids:
         if not is_legacy(message_id):
             result.append(message_id)
             continue
         item = legacy.find(box, message_id)
-        if item is None:
+        if item is None and message_id in migrated:
+            result.append(migrated[message_id])  # a resent request: migrated the first time
+        elif item is None:
             failed[message_id] = "not_found"
         elif legacy.item_time(item, box) < cutoff:
             failed[message_id] = "prior_to_retention_duration"
@@ -553,6 +580,19 @@ async def _migrate_listed(request: web.Request, account_id: str, box: dict[str, 
             box = await _box(request, account_id, box["_id"])
             result.append(doc["_id"])
     return result, failed
+
+
+async def _migrated_before(request: web.Request, account_id: str, box: dict[str, Any], legacy_ids: list[str],
+                           now: int) -> dict[str, str]:
+    """``{legacy id: MODB id}`` of the legacy ids no longer in the box because they were
+    migrated into it (``YYYYMM-<legacy id>`` in a MODB of the window)."""
+    gone = [message_id for message_id in legacy_ids if legacy.find(box, message_id) is None]
+    if not gone:
+        return {}
+    months = list(naming.months_between(*window(now, config(request).retention_seconds)))
+    candidates = {f"{year:04d}{month:02d}-{message_id}": message_id for message_id in gone for year, month in months}
+    found = await services(request).messages.fetch_many(account_id, candidates)
+    return {candidates[new_id]: new_id for new_id, (_db, doc) in found.items() if doc.get("source_id") == box["_id"]}
 
 
 async def bulk_change(request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ unusable); kazoo_vm reads the documented JSON body.
 
 from __future__ import annotations
 
+import logging
 import stat
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -18,10 +19,12 @@ from stream_zip import NO_COMPRESSION_32, async_stream_zip
 
 from .. import box_message, envelope
 from ..errors import BadIdentifier, validation_error
+from ..storage.errors import StorageError
 from ..storage.messages import Located
 from .common import payload, services
 from .messages import NO_MESSAGES, _box, _ids, _timezone
 
+log = logging.getLogger(__name__)
 MAX_ZIP_MESSAGES = 1000
 
 
@@ -72,9 +75,13 @@ async def download_zip(request: web.Request) -> web.StreamResponse:
     names = unique_names([box_message.download_name(doc, (box_message.single_attachment(doc) or ("x.mp3", {}))[0],
                                                     tz) for _db, doc in chosen])
 
+    # The first recording is read before the answer starts: a store that is down now is a
+    # 503 envelope, not a broken download.
+    first = await storage.audio(*chosen[0])
+
     async def members() -> AsyncIterator[tuple[str, datetime, int, Any, AsyncIterator[bytes]]]:
-        for (db, doc), name in zip(chosen, names, strict=True):
-            audio = await storage.audio(db, doc)
+        for index, ((db, doc), name) in enumerate(zip(chosen, names, strict=True)):
+            audio = first if index == 0 else await storage.audio(db, doc)
             data = audio.data if audio is not None else b""
             moment, _known = box_message.local_time(box_message.message_time(doc), "UTC")
 
@@ -90,8 +97,16 @@ async def download_zip(request: web.Request) -> web.StreamResponse:
     })
     envelope.add_cors(request, response)
     await response.prepare(request)
-    async for chunk in async_stream_zip(members()):
-        await response.write(chunk)
+    try:
+        async for chunk in async_stream_zip(members()):
+            await response.write(chunk)
+    except StorageError as error:
+        # Too late for an error envelope: cut the connection so the client sees a
+        # truncated download (no final chunk) instead of waiting for the rest.
+        log.warning("ZIP %s cut: %r", request[envelope.REQUEST_ID], error)
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     await response.write_eof()
     return response
 

@@ -11,9 +11,11 @@ application/json`` always sent, and errors translated once into :mod:`.errors`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,11 @@ from aiocouch.exception import RemoteResponseError
 from .errors import Conflict, NotFound, StoreFault, Unavailable
 
 JSON_HEADERS = {"Accept": "application/json"}
+# Requests resent once when a pooled connection turns out closed before any answer.
+# Writes are not: a PUT or DELETE the store applied before the connection broke would
+# be answered 409 on its replay, so a failed write is reported (503) for the client to
+# resend instead.
+REPLAYABLE = frozenset({"GET", "HEAD"})
 LARGE_BODY = 256 * 1024
 
 Json = Any
@@ -98,6 +105,13 @@ class Couch:
             password=self.endpoint.password,
             timeout=client_timeout,
         )
+        # aiohttp replays PUT and DELETE too (HTTP calls them idempotent; with CouchDB's
+        # revisions they are not): replays are decided in ``request``.
+        self._couchdb._server._http_session._retry_connection = False
+        # One write at a time per document from this process: racing requests of one
+        # process then meet as ordinary 409s (pouchdb-server can crash on two identical
+        # concurrent edits of a document).
+        self._writing: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def close(self) -> None:
         await self._couchdb.close()
@@ -126,13 +140,16 @@ class Couch:
             # aiohttp sends large bodies from a file-like object without blocking the loop.
             kwargs["data"] = io.BytesIO(data) if len(data) > LARGE_BODY else data
         try:
-            response, body = await self._couchdb._server._request(
-                method,
-                path,
-                params=encode_params(params or {}),
-                return_json=not raw,
-                **kwargs,
-            )
+            try:
+                response, body = await self._couchdb._server._request(
+                    method, path, params=encode_params(params or {}), return_json=not raw, **kwargs
+                )
+            except aiohttp.ServerDisconnectedError:
+                if method not in REPLAYABLE:
+                    raise
+                response, body = await self._couchdb._server._request(
+                    method, path, params=encode_params(params or {}), return_json=not raw, **kwargs
+                )
         except RemoteResponseError as error:
             raise translate(error, path) from None
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
@@ -183,9 +200,10 @@ class Couch:
         with (``_conflicts``, brought in by replication) are deleted once the write is
         in: the revision CouchDB chose as winner, now updated, is the one that stays."""
         losers = doc.pop("_conflicts", None)
-        _, _, body = await self.request(
-            "PUT", f"/{quote_db(db)}/{quote_doc(doc['_id'])}", json_body=doc
-        )
+        async with self._write_lock(db, doc["_id"]):
+            _, _, body = await self.request(
+                "PUT", f"/{quote_db(db)}/{quote_doc(doc['_id'])}", json_body=doc
+            )
         doc["_rev"] = body["rev"]
         if isinstance(losers, list) and losers:
             await self._delete_revisions(db, [(doc["_id"], rev) for rev in losers if isinstance(rev, str)])
@@ -200,7 +218,14 @@ class Couch:
             await self.request("POST", f"/{quote_db(db)}/_bulk_docs", json_body={"docs": deletions})
 
     async def delete_doc(self, db: str, doc_id: str, rev: str) -> None:
-        await self.request("DELETE", f"/{quote_db(db)}/{quote_doc(doc_id)}", params={"rev": rev})
+        async with self._write_lock(db, doc_id):
+            await self.request("DELETE", f"/{quote_db(db)}/{quote_doc(doc_id)}", params={"rev": rev})
+
+    def _write_lock(self, db: str, doc_id: str) -> asyncio.Lock:
+        lock = self._writing.get((db, doc_id))
+        if lock is None:
+            lock = self._writing[(db, doc_id)] = asyncio.Lock()
+        return lock
 
     async def all_docs(self, db: str, keys: Sequence[str]) -> list[dict[str, Any]]:
         """``_all_docs?include_docs=true&conflicts=true`` for ``keys``; one row per key,

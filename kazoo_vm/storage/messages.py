@@ -8,7 +8,6 @@ one ``_all_docs`` and one ``_bulk_docs`` each, whatever the count.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
@@ -143,24 +142,21 @@ class Messages:
         data, content_type = await self._couch.get_attachment(db, doc_id, name)
         return Audio(name, content_type, data)
 
-    async def transfer(self, source_db: str, source: dict[str, Any], copy: dict[str, Any],
-                       account_id: str, *, remove_source: bool) -> Located:
-        """Write ``copy`` (with the source's audio) into its MODB, and only once it is
-        stored remove the source (a move). A move retried after a crash finds its copy
-        already written (same id) and just finishes."""
+    async def copy(self, source_db: str, source: dict[str, Any], copy: dict[str, Any],
+                   account_id: str) -> Located:
+        """Write ``copy`` (a new message with the source's audio) into its MODB; a copy
+        already stored under that id from the same source into the same box is the
+        answer. Moves go through :class:`kazoo_vm.storage.moves.Moves`."""
         audio = await self.audio(source_db, source)
         await self._fault("transfer:before_copy")
         try:
-            db, written = await self.create(account_id, copy, audio)
-        except Conflict:
-            db, written = await self.fetch(account_id, copy["_id"])
-            if written.get("pvt_previous_id") != copy.get("pvt_previous_id"):
+            located = await self.create(account_id, copy, audio)
+        except Conflict:  # a resent copy (same request id): the copy made the first time
+            located = await self.fetch(account_id, copy["_id"])
+            if (located[1].get("pvt_previous_id"), located[1].get("source_id")) != (source["_id"], copy["source_id"]):
                 raise
         await self._fault("transfer:after_copy")
-        if remove_source:
-            with contextlib.suppress(NotFound):
-                await self._couch.delete_doc(source_db, source["_id"], source["_rev"])
-        return db, written
+        return located
 
     # -- several messages ----------------------------------------------------------
 

@@ -55,22 +55,22 @@ def create_app(config: Config, couch_url: str) -> web.Application:
         app[appkeys.ISSUER] = TokenIssuer(config, services)
         try:
             await services.store.setup()
-            # Moves a killed process left half done are finished before serving.
-            await services.moves.recover()
+            if config.move_recovery:  # moves a killed process left half done, finished before serving
+                await services.moves.recover()
         except StorageError as error:  # the store may come later; requests get 503 until then
             log.warning("could not prepare the store at startup: %r", error)
-        recovery = asyncio.create_task(_recover_moves(services), name="move-recovery")
+        recovery = None
+        if config.move_recovery:
+            recovery = asyncio.create_task(_recover_moves(services), name="move-recovery")
         worker = None
         if config.smtp_url is not None:
             worker = asyncio.create_task(Notifier(config, services).run(), name="voicemail-to-email")
         yield
-        recovery.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recovery
-        if worker is not None:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+        for task in (recovery, worker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await services.close()
 
     app.cleanup_ctx.append(services_ctx)

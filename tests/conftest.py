@@ -42,7 +42,9 @@ def couch_url() -> Iterator[str]:
 
 @pytest.fixture
 def config(couch_url: str) -> Config:
-    return replace(Config(), couch_url=couch_url, jwt_secret=None)
+    # No move recovery in the in-process apps: each test's app would otherwise settle the
+    # half-done moves other tests leave on purpose (tests/test_crash.py runs it for real).
+    return replace(Config(), couch_url=couch_url, jwt_secret=None, move_recovery=False)
 
 
 @pytest.fixture

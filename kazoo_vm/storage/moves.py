@@ -119,7 +119,11 @@ class Moves:
             await self._drop(pointer)
             return await self._finished_copy(account_id, copy_id, source_id)
         await self._messages._fault("transfer:before_copy")
-        audio = await self._messages.audio(source_db, claimed)
+        try:
+            audio = await self._messages.audio(source_db, claimed)
+        except NotFound:  # finished meanwhile by another request or instance's recovery
+            await self._drop(pointer)
+            return await self._finished_copy(account_id, copy_id, source_id)
         try:
             located = await self._messages.create(account_id, copy, audio)
         except Conflict:

@@ -749,6 +749,30 @@ async def test_start_key_past_the_end_of_the_listing_is_an_empty_page(api: Api, 
     assert "next_start_key" not in reply.json
 
 
+# A start key before the listing's range (another box's key, a time outside the window)
+# made CouchDB read from there: another box's messages came in this box's listing.
+@pytest.mark.parametrize("ascending", [False, True])
+async def test_start_key_of_another_box_lists_only_this_box(api: Api, ascending: bool) -> None:
+    boxes = sorted([await new_box(api, "One", "3001"), await new_box(api, "Two", "3002")])
+    ids = {box: (await create(api, box))["media_id"] for box in boxes}
+    # Reading from the other box's key crosses it before reaching this box's rows.
+    box, other = (boxes[0], boxes[1]) if not ascending else (boxes[1], boxes[0])
+    far = gregorian_now() + 100 * DAY if not ascending else 0
+    params = {"start_key": kazoo_start_key([other, far]), "ascending": str(ascending).lower()}
+    reply = await api.get(f"/vmboxes/{box}/messages", params=params)
+    assert reply.status == 200, reply.body
+    assert [row["media_id"] for row in reply.data] == [ids[box]]
+
+
+async def test_start_key_outside_the_window_lists_only_the_window(api: Api, vmbox: dict[str, Any]) -> None:
+    now = gregorian_now()
+    inside = await create(api, vmbox["id"], timestamp=now - 5 * DAY)
+    await create(api, vmbox["id"], timestamp=now - 8 * DAY)  # same MODB or the one before, outside the window
+    params = {"created_from": now - 6 * DAY, "created_to": now - 4 * DAY, "ascending": "true",
+              "start_key": kazoo_start_key([vmbox["id"], 1])}
+    assert [row["media_id"] for row in (await listing(api, vmbox["id"], **params)).data] == [inside["media_id"]]
+
+
 # -- rule 57: account-wide listing ---------------------------------------------------
 
 

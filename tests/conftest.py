@@ -191,4 +191,5 @@ __all__ = ["Api", "Reply", "assert_error", "make_account", "login", "stored_doc"
 
 # Written, not yet green: each found product bugs that are still open (see README,
 # "Reliability"), so they are kept out of the default run until those are fixed.
-collect_ignore = ["test_fuzz.py", "test_model.py", "test_concurrency.py"]
+# (test_model.py runs bounded by default: 0 divergences.)
+collect_ignore = ["test_fuzz.py", "test_concurrency.py"]

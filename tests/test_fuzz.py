@@ -14,7 +14,9 @@ is Kazoo-lenient (``"2000"`` passes where an integer is wanted, unknown keys are
 and answers depend on state (a valid id of a deleted box is a 404).
 
 Bounded by default (``FUZZ_EXAMPLES`` per operation and generation mode); a longer run:
-``KAZOO_VM_FUZZ_EXAMPLES=500 pytest tests/test_fuzz.py`` (``tox -e fuzz``).
+``KAZOO_VM_FUZZ_EXAMPLES=500 pytest tests/test_fuzz.py`` (``tox -e fuzz``). With
+``KAZOO_VM_FUZZ_REPORT=file`` each process (each xdist worker) appends its figures as a
+JSON line: cases, operations, statuses, seconds.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field, replace
@@ -53,8 +57,9 @@ from kazoo_vm.openapi import routes
 from kazoo_vm.services import Services
 from kazoo_vm.storage import naming
 
-FUZZ_EXAMPLES = 5
+FUZZ_EXAMPLES = 8  # per operation and mode: ~30 s for the module with -n 2 on a 2-core machine
 EXAMPLES = int(os.environ.get("KAZOO_VM_FUZZ_EXAMPLES") or FUZZ_EXAMPLES)
+REPORT = os.environ.get("KAZOO_VM_FUZZ_REPORT")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance, ignored_auth]
 USERNAME, PASSWORD = "fuzzer", "fuzz-password"
@@ -123,6 +128,7 @@ async def _drop_databases(services: Services, account_id: str) -> None:
 
 @pytest.fixture(scope="module")
 def live(couch_url: str, request: pytest.FixtureRequest) -> Iterator[Live]:
+    started = time.monotonic()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="fuzzed-app", daemon=True)
     thread.start()
@@ -155,6 +161,13 @@ def live(couch_url: str, request: pytest.FixtureRequest) -> Iterator[Live]:
         thread.join(timeout=30)
         loop.close()
         statuses = ", ".join(f"{status}: {count}" for status, count in sorted(state.statuses.items()))
+        if REPORT:
+            store = "CouchDB at KAZOO_VM_COUCH_URL" if os.environ.get("KAZOO_VM_COUCH_URL") else "pouchdb-server"
+            figures = {"store": store, "examples": EXAMPLES, "cases": sum(state.cases.values()),
+                       "operations": len(state.cases), "statuses": dict(sorted(state.statuses.items())),
+                       "seconds": round(time.monotonic() - started, 1)}
+            with open(REPORT, "a") as out:
+                out.write(json.dumps(figures) + "\n")
         capture = request.config.pluginmanager.get_plugin("capturemanager")
         with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
             print(f"\nschemathesis: {sum(state.cases.values())} cases over {len(state.cases)} operations "

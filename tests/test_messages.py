@@ -649,6 +649,18 @@ async def test_created_range_of_exactly_the_maximum_is_accepted(api: Api, vmbox:
     assert reply.status == 200, reply.body
 
 
+# Found by schemathesis: a created_to past the year 9999 gave a window whose start lay
+# after its clamped end, and the store's 400 for that reversed range was a 500.
+@pytest.mark.parametrize("path", ["/vmboxes/{box}/messages", "/vmboxes/messages"])
+@pytest.mark.parametrize("created_to", ["93194900040688410282362387080151040", "315537897599", "5"])
+async def test_created_to_beyond_the_years_of_modbs_lists_nothing(api: Api, vmbox: dict[str, Any], path: str,
+                                                                  created_to: str) -> None:
+    await create(api, vmbox["id"])
+    reply = await api.get(path.format(box=vmbox["id"]), params={"created_to": created_to})
+    assert reply.status == 200, reply.body
+    assert reply.data == []
+
+
 # -- rules 53–56: filters and pagination -----------------------------------------------
 
 
@@ -730,6 +742,47 @@ async def test_kazoo_minted_start_key_is_accepted(api: Api, vmbox: dict[str, Any
     reply = await listing(api, vmbox["id"], page_size=2, start_key=key)
     assert [row["media_id"] for row in reply.data] == ids[1:3]
     assert "next_start_key" in reply.json
+
+
+# Found by schemathesis: CouchDB (and pouchdb-server) refuse with 400 a range whose
+# start lies past its end in reading order; that was a 500 datastore_fault.
+@pytest.mark.parametrize("path", ["/vmboxes/{box}/messages", "/vmboxes/messages"])
+@pytest.mark.parametrize("ascending", ["false", "true"])
+async def test_start_key_past_the_end_of_the_listing_is_an_empty_page(api: Api, vmbox: dict[str, Any], path: str,
+                                                                      ascending: str) -> None:
+    await create(api, vmbox["id"])
+    # A string sorts before every array key, an array of strings after every [timestamp, …].
+    past_the_end = {"false": "~q", "true": kazoo_start_key([vmbox["id"] + "~", 0])}[ascending]
+    reply = await api.get(path.format(box=vmbox["id"]), params={"start_key": past_the_end, "ascending": ascending})
+    assert reply.status == 200, reply.body
+    assert reply.data == []
+    assert reply.json["page_size"] == 0
+    assert reply.json["start_key"] == past_the_end
+    assert "next_start_key" not in reply.json
+
+
+# A start key before the listing's range (another box's key, a time outside the window)
+# made CouchDB read from there: another box's messages came in this box's listing.
+@pytest.mark.parametrize("ascending", [False, True])
+async def test_start_key_of_another_box_lists_only_this_box(api: Api, ascending: bool) -> None:
+    boxes = sorted([await new_box(api, "One", "3001"), await new_box(api, "Two", "3002")])
+    ids = {box: (await create(api, box))["media_id"] for box in boxes}
+    # Reading from the other box's key crosses it before reaching this box's rows.
+    box, other = (boxes[0], boxes[1]) if not ascending else (boxes[1], boxes[0])
+    far = gregorian_now() + 100 * DAY if not ascending else 0
+    params = {"start_key": kazoo_start_key([other, far]), "ascending": str(ascending).lower()}
+    reply = await api.get(f"/vmboxes/{box}/messages", params=params)
+    assert reply.status == 200, reply.body
+    assert [row["media_id"] for row in reply.data] == [ids[box]]
+
+
+async def test_start_key_outside_the_window_lists_only_the_window(api: Api, vmbox: dict[str, Any]) -> None:
+    now = gregorian_now()
+    inside = await create(api, vmbox["id"], timestamp=now - 5 * DAY)
+    await create(api, vmbox["id"], timestamp=now - 8 * DAY)  # same MODB or the one before, outside the window
+    params = {"created_from": now - 6 * DAY, "created_to": now - 4 * DAY, "ascending": "true",
+              "start_key": kazoo_start_key([vmbox["id"], 1])}
+    assert [row["media_id"] for row in (await listing(api, vmbox["id"], **params)).data] == [inside["media_id"]]
 
 
 # -- rule 57: account-wide listing ---------------------------------------------------

@@ -70,7 +70,10 @@ async def user_auth(request: web.Request) -> web.Response:
     if not candidates:
         raise NoCredentials()
     for account_id in dict.fromkeys(candidates):
-        owner_id = await storage.users.by_credentials(account_id, credentials.lower(), method)
+        try:
+            owner_id = await storage.users.by_credentials(account_id, credentials.lower(), method)
+        except NotFound:  # an account left in the index whose database is gone
+            continue
         if owner_id is not None:
             try:
                 return await _respond(request, account_id, owner_id, "cb_user_auth")

@@ -116,7 +116,13 @@ def time_window(request: web.Request, body: Payload, now: int) -> tuple[int, int
         raise validation_error("created_from", "date_range",
                                f"created_to {created_to} is more than {max_range} seconds from created_from {start}",
                                cause=created_to)
-    return max(start, MIN_GREGORIAN), min(max(created_to, MIN_GREGORIAN), MAX_GREGORIAN)
+    return _clamp(start), _clamp(created_to)
+
+
+def _clamp(gregorian: int) -> int:
+    """Within the years a MODB name can hold (1970–9999): a window past either end
+    lists nothing rather than asking the store for a reversed range."""
+    return min(max(gregorian, MIN_GREGORIAN), MAX_GREGORIAN)
 
 
 async def _box(request: web.Request, account_id: str, box_id: str, *, deleted_ok: bool = False) -> dict[str, Any]:

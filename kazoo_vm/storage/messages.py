@@ -268,8 +268,23 @@ class Messages:
         view = ViewRange(design=design.MAILBOX_MESSAGES, view=view_name,
                          startkey=high if descending else low, endkey=low if descending else high,
                          descending=descending, include_docs=keep_doc is not None)
-        keep = None if keep_doc is None else (lambda row: keep_doc(row.get("doc") or {}))
+        in_range = _in_range(box_id, from_gregorian, to_gregorian)
+        keep = in_range if keep_doc is None else (lambda row: in_range(row) and keep_doc(row.get("doc") or {}))
         return await read_page(self._couch, dbs, view, page_size=page_size, start=start, keep=keep)
+
+
+def _in_range(box_id: str | None, from_gregorian: int, to_gregorian: int) -> RowFilter:
+    """Whether a listing row lies between the view range's ends: a client's
+    ``start_key`` replaces the near end, and one before the range (another box's key,
+    a time outside the window) would otherwise list other boxes' or expired rows."""
+    def keep(row: dict[str, Any]) -> bool:
+        key = row.get("key")
+        if not isinstance(key, list) or len(key) != 2:
+            return False
+        stamp, owner = (key[0], None) if box_id is None else (key[1], key[0])
+        return (box_id is None or owner == box_id) and isinstance(stamp, int | float) \
+            and not isinstance(stamp, bool) and from_gregorian <= stamp <= to_gregorian
+    return keep
 
 
 def window(now: int, retention_seconds: int) -> tuple[int, int]:

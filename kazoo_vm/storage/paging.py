@@ -13,10 +13,12 @@ from typing import Any
 
 from ..start_key import StartKey
 from .couch import Couch, QueryValue
-from .errors import NotFound
+from .errors import NotFound, StoreFault
 
 Row = dict[str, Any]
 RowFilter = Callable[[Row], bool]
+# CouchDB's and pouchdb-server's 400 for a start key past the end key in reading order.
+NO_ROWS_CAN_MATCH = "No rows can match your key range"
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,12 @@ def _params(view: ViewRange, cursor: _Cursor | None, limit: int | None) -> dict[
     return params
 
 
+def _no_rows_can_match(error: StoreFault) -> bool:
+    """Whether the store refused the range because no row can lie in it (a client's
+    ``start_key`` beyond the end of the listing): an empty result, not a fault."""
+    return error.cause == "store_400" and NO_ROWS_CAN_MATCH in str(error.detail)
+
+
 def _passed(row: Row, cursor: _Cursor | None, descending: bool) -> bool:
     """True for a row of the cursor's key that comes before the cursor's document.
 
@@ -89,7 +97,7 @@ async def read_page(
 
     ``page_size=None`` reads everything (one request per database); otherwise at most
     ``page_size`` rows plus the start of the next page. A database that does not exist
-    contributes nothing."""
+    contributes nothing, nor does one where ``start`` lies past the end of the range."""
     page = Page()
     for db in dbs:
         cursor = None if start is None else _Cursor(start.key, start.docid, inclusive=True)
@@ -98,6 +106,10 @@ async def read_page(
             try:
                 rows = await couch.view(db, view.design, view.view, **_params(view, cursor, limit))
             except NotFound:
+                break
+            except StoreFault as error:
+                if not _no_rows_can_match(error):
+                    raise
                 break
             for row in rows:
                 if _passed(row, cursor, view.descending) or (keep is not None and not keep(row)):

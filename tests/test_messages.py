@@ -2114,6 +2114,20 @@ async def test_crash_during_single_move_loses_nothing_and_retry_does_not_duplica
     assert (await api.get(f"/vmboxes/{other}/messages/{retry.data['media_id']}/raw")).body == AUDIO
 
 
+async def test_move_elsewhere_while_a_move_is_half_done_is_a_conflict(api: Api, vmbox: dict[str, Any]) -> None:
+    storage = api.client.app[kazoo_vm.appkeys.SERVICES].messages
+    first, second = await new_box(api, "First", "3001"), await new_box(api, "Second", "3002")
+    created = await create_with_audio(api, vmbox["id"], call_id="half-done-elsewhere")
+    path = f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}"
+    storage.fault = _crash_at("transfer:before_copy")
+    try:
+        assert (await api.post(path, {"source_id": first})).status >= 500
+    finally:
+        storage.fault = None
+    assert_error(await api.post(path, {"source_id": second}), 409, "datastore_conflict")
+    assert await listed_ids(api, second) == []
+
+
 @pytest.mark.parametrize("point", ["transfer:after_copy", "transfer:before_copy"])
 async def test_crash_during_bulk_move_loses_nothing_and_retry_does_not_duplicate(
         api: Api, vmbox: dict[str, Any], point: str) -> None:

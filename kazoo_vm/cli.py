@@ -76,7 +76,8 @@ async def couch_url(config: Config, *, serving: bool) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def connected(config: Config) -> AsyncIterator[Services]:
     async with couch_url(config, serving=False) as url:
-        services = Services.connect(url, timeout=config.couch_timeout)
+        services = Services.connect(url, timeout=config.couch_timeout,
+                                    connect_timeout=config.couch_connect_timeout)
         try:
             yield services
         finally:
@@ -155,7 +156,8 @@ async def serve(config: Config) -> None:
         site = web.TCPSite(runner, config.host, config.port)
         await site.start()
         if not config.couch_url:
-            services = Services.connect(url, timeout=config.couch_timeout)
+            services = Services.connect(url, timeout=config.couch_timeout,
+                                        connect_timeout=config.couch_connect_timeout)
             try:
                 _print_demo(config, await _demo_account(config, services))
             finally:

@@ -26,8 +26,8 @@ class Services:
     replication: Replication
 
     @classmethod
-    def connect(cls, couch_url: str, *, timeout: float) -> Services:
-        store = Store(Couch(couch_url, timeout=timeout))
+    def connect(cls, couch_url: str, *, timeout: float, connect_timeout: float = 3.0) -> Services:
+        store = Store(Couch(couch_url, timeout=timeout, connect_timeout=connect_timeout))
         messages = Messages(store)
         return cls(store=store, accounts=Accounts(store), users=Users(store), vmboxes=Vmboxes(store),
                    messages=messages, legacy=Legacy(store, messages), notifications=Notifications(store),

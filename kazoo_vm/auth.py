@@ -124,11 +124,13 @@ ACCOUNT: web.RequestKey[dict[str, Any]] = web.RequestKey("account", dict)
 
 async def authorize_account(services: Services, context: AuthContext, account_id: str) -> dict[str, Any]:
     """The account doc, once the account is well formed (else 404), exists (404) and is
-    the token's account or one of its descendants (403)."""
+    the token's account or one of its descendants (403). The doc may be this process's
+    copy of up to ``KAZOO_VM_CACHE_TTL`` seconds ago: a deleted account is refused
+    within that time."""
     if not naming.is_account_id(account_id):
         raise InvalidAccountId(account_id)
     try:
-        account = await services.accounts.fetch(account_id)
+        account = await services.accounts.fetch(account_id, cached=True)
     except NotFound:
         raise BadIdentifier(account_id) from None
     tree = account.get("pvt_tree")

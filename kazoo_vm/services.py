@@ -26,12 +26,15 @@ class Services:
     replication: Replication
 
     @classmethod
-    def connect(cls, couch_url: str, *, timeout: float, connect_timeout: float = 3.0) -> Services:
+    def connect(cls, couch_url: str, *, timeout: float, connect_timeout: float = 3.0,
+                cache_ttl: float = 0.0) -> Services:
+        """``cache_ttl``: seconds this process may serve what it read from CouchDB (0, the
+        default for commands and direct storage access: always read)."""
         store = Store(Couch(couch_url, timeout=timeout, connect_timeout=connect_timeout))
         messages = Messages(store)
-        return cls(store=store, accounts=Accounts(store), users=Users(store), vmboxes=Vmboxes(store),
-                   messages=messages, legacy=Legacy(store, messages), notifications=Notifications(store),
-                   replication=Replication(store, couch_url))
+        return cls(store=store, accounts=Accounts(store, cache_ttl=cache_ttl), users=Users(store),
+                   vmboxes=Vmboxes(store), messages=messages, legacy=Legacy(store, messages),
+                   notifications=Notifications(store), replication=Replication(store, couch_url))
 
     async def close(self) -> None:
         await self.store.close()

@@ -30,7 +30,7 @@ class Services:
                 cache_ttl: float = 0.0) -> Services:
         """``cache_ttl``: seconds this process may serve what it read from CouchDB (0, the
         default for commands and direct storage access: always read)."""
-        store = Store(Couch(couch_url, timeout=timeout, connect_timeout=connect_timeout))
+        store = Store(Couch(couch_url, timeout=timeout, connect_timeout=connect_timeout), cache_ttl=cache_ttl)
         messages = Messages(store)
         return cls(store=store, accounts=Accounts(store, cache_ttl=cache_ttl), users=Users(store),
                    vmboxes=Vmboxes(store), messages=messages, legacy=Legacy(store, messages),

@@ -117,6 +117,16 @@ async def test_expired_token_is_401(api: Api, services: Services) -> None:
     assert_error(await api.get("/vmboxes", token=expired), 401, "invalid credentials")
 
 
+
+async def test_token_that_expires_after_use_is_then_401(api: Api, services: Services) -> None:
+    """Verified tokens are remembered by the instance; their expiry still counts."""
+    secret = await signing_secret(services.store)
+    short = jwt.encode({"account_id": api.account_id, "iss": "kazoo_vm", "exp": int(time.time()) + 2},
+                       secret, algorithm="HS256")
+    assert (await api.get("/vmboxes", token=short)).status == 200
+    await asyncio.sleep(max(0.0, int(time.time()) + 2 - time.time()) + 0.1)
+    assert_error(await api.get("/vmboxes", token=short), 401, "invalid credentials")
+
 async def test_tampered_token_is_401(api: Api) -> None:
     assert api.token is not None
     head, payload, signature = api.token.split(".")

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -261,13 +261,24 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+def run_serving(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server on uvloop (libuv's event loop: a cheaper loop turn and socket I/O per
+    request than asyncio's own) when it is installed, else on asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = Config.from_env()
     if args.command == "serve":
         overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value}
-        asyncio.run(serve(replace(config, **overrides)))
+        run_serving(serve(replace(config, **overrides)))
         return 0
 
     for name in ("parent", "account"):

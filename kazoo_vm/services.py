@@ -33,8 +33,9 @@ class Services:
         store = Store(Couch(couch_url, timeout=timeout, connect_timeout=connect_timeout), cache_ttl=cache_ttl)
         messages = Messages(store)
         return cls(store=store, accounts=Accounts(store, cache_ttl=cache_ttl), users=Users(store),
-                   vmboxes=Vmboxes(store), messages=messages, legacy=Legacy(store, messages, cache_ttl=cache_ttl),
-                   notifications=Notifications(store), replication=Replication(store, couch_url))
+                   vmboxes=Vmboxes(store, cache_ttl=cache_ttl), messages=messages,
+                   legacy=Legacy(store, messages, cache_ttl=cache_ttl), notifications=Notifications(store),
+                   replication=Replication(store, couch_url))
 
     async def close(self) -> None:
         await self.store.close()

@@ -1340,3 +1340,16 @@ async def test_kazoo_written_box_survives_patch_with_private_fields_kept(api: Ap
     assert stored["skip_greeting"] is True
     assert stored["pin"] == "1234"
     assert stored["pvt_alphanum_name"] == "frontdesk"
+
+
+async def test_box_deleted_through_this_instance_takes_no_new_message(api: Api) -> None:
+    """Message creation may use a box read up to KAZOO_VM_CACHE_TTL ago, but not one this
+    instance changed or deleted since."""
+    box = (await api.put("/vmboxes", {"name": "Short lived", "mailbox": "3900"})).data
+    assert (await api.put(f"/vmboxes/{box['id']}/messages", {"caller_id_number": "6001"})).status == 201
+    assert (await api.post(f"/vmboxes/{box['id']}", {"name": "Short lived", "mailbox": "3901"})).status == 200
+    created = await api.put(f"/vmboxes/{box['id']}/messages", {"caller_id_number": "6001"})
+    assert created.data["to"].startswith("3901@")
+    assert (await api.delete(f"/vmboxes/{box['id']}")).status == 200
+    assert_error(await api.put(f"/vmboxes/{box['id']}/messages", {"caller_id_number": "6001"}), 404,
+                 "bad_identifier")

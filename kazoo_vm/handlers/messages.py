@@ -119,9 +119,10 @@ def time_window(request: web.Request, body: Payload, now: int) -> tuple[int, int
     return max(start, MIN_GREGORIAN), min(max(created_to, MIN_GREGORIAN), MAX_GREGORIAN)
 
 
-async def _box(request: web.Request, account_id: str, box_id: str, *, deleted_ok: bool = False) -> dict[str, Any]:
+async def _box(request: web.Request, account_id: str, box_id: str, *, deleted_ok: bool = False,
+               cached: bool = False) -> dict[str, Any]:
     try:
-        return await services(request).vmboxes.fetch(account_id, box_id, deleted_ok=deleted_ok)
+        return await services(request).vmboxes.fetch(account_id, box_id, deleted_ok=deleted_ok, cached=cached)
     except NotFound:
         raise BadIdentifier(box_id) from None
 
@@ -274,7 +275,7 @@ async def create_message(request: web.Request) -> web.Response:
             "value": timestamp}
     if errors:
         raise ValidationError(errors)
-    box = await _box(request, account_id, box_id)
+    box = await _box(request, account_id, box_id, cached=True)
     now = gregorian_now()
     doc = box_message.new_message(box=box, request=metadata, realm=_realm(request),
                                   timezone_name=_timezone(request, box),

@@ -303,8 +303,16 @@ async def get_audio(request: web.Request) -> web.Response:
             raise BadIdentifier(NO_AUDIO)
         pseudo = {"metadata": {**item, "timestamp": legacy.item_time(item, box)}}
         return _ranged(request, audio, box_message.download_name(pseudo, audio.name, _timezone(request, box)))
-    db, doc = await _message(request, account_id, box_id, message_id)
-    box = await _box(request, account_id, box_id, deleted_ok=True)
+    # Independent reads: the message and its box (for the file name's time zone) at once;
+    # a missing message is reported before a missing box, as when read one after the other.
+    located, box = await asyncio.gather(_message(request, account_id, box_id, message_id),
+                                        _box(request, account_id, box_id, deleted_ok=True),
+                                        return_exceptions=True)
+    if isinstance(located, BaseException):
+        raise located
+    if isinstance(box, BaseException):
+        raise box
+    db, doc = located
     storage = services(request).messages
     audio = await storage.audio(db, doc)
     if audio is None:

@@ -14,11 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from stream_zip import NO_COMPRESSION_32, async_stream_zip
+from stream_zip import NO_COMPRESSION_32
 
 from .. import box_message, envelope
 from ..errors import BadIdentifier, validation_error
 from ..storage.messages import Located
+from ..zip_stream import stream_zip_async
 from .common import payload, services
 from .messages import NO_MESSAGES, _box, _ids, _timezone
 
@@ -90,7 +91,7 @@ async def download_zip(request: web.Request) -> web.StreamResponse:
     })
     envelope.add_cors(request, response)
     await response.prepare(request)
-    async for chunk in async_stream_zip(members()):
+    async for chunk in stream_zip_async(members()):
         await response.write(chunk)
     await response.write_eof()
     return response

@@ -1055,6 +1055,28 @@ async def test_listing_does_not_count_messages_older_than_retention(api: Api, vm
     assert row["folders"] == {"new": 0, "saved": 1}
 
 
+
+async def test_listing_counts_only_the_window_in_a_monthly_database_with_stray_timestamps(
+        api: Api, vmbox: dict[str, Any], services: Services, account: dict[str, Any]) -> None:
+    """Counts come from one grouped query per MODB unless a box's timestamps there cross
+    the window's edges (a message stamped before the window, or missing its timestamp,
+    in this month's database): that MODB is then counted row by row."""
+    now = gregorian_now()
+    other = await make_box(api, "Other", "3002")
+    await put_message(services, account["_id"], vmbox["id"], folder="new", timestamp=now - 100)
+    await put_message(services, account["_id"], other["id"], folder="saved", timestamp=now - 200)
+    rows = rows_by_id(await api.get("/vmboxes"))
+    assert (rows[vmbox["id"]]["folders"], rows[other["id"]]["folders"]) == ({"new": 1, "saved": 0},
+                                                                          {"new": 0, "saved": 1})
+    db, _ = await put_message(services, account["_id"], vmbox["id"], folder="new", timestamp=now - 50)
+    for stray in ({"timestamp": now - RETENTION_SECONDS - 3600}, {"timestamp": now + 86400 * 400}, {}):
+        message_id = db.rsplit("-", 1)[1] + "-" + hex_id()
+        await services.store.couch.put_doc(db, {"_id": message_id, "pvt_type": "mailbox_message",
+                                                "source_id": vmbox["id"], "metadata": {"folder": "new", **stray}})
+    rows = rows_by_id(await api.get("/vmboxes"))
+    assert rows[vmbox["id"]]["folders"] == {"new": 2, "saved": 0}
+    assert rows[other["id"]]["folders"] == {"new": 0, "saved": 1}
+
 async def test_box_with_only_expired_messages_has_no_folders(api: Api, vmbox: dict[str, Any],
                                                              services: Services, account: dict[str, Any]) -> None:
     await put_message(services, account["_id"], vmbox["id"], folder="new",

@@ -90,8 +90,11 @@ class Couch:
 
     def __init__(self, url: str, *, timeout: float = 30.0, connect_timeout: float = 3.0) -> None:
         self.endpoint = CouchEndpoint.parse(url)
+        # ``connect`` would also count the wait for a free pooled connection: under many
+        # concurrent requests that wait is load, not an unreachable CouchDB, so only the
+        # socket connect itself is bounded.
         client_timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=timeout
+            total=None, connect=None, sock_connect=connect_timeout, sock_read=timeout
         )
         self._couchdb = CouchDB(
             self.endpoint.url,

@@ -50,7 +50,8 @@ def create_app(config: Config, couch_url: str) -> web.Application:
     app[appkeys.SCHEMAS] = SchemaStore()
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        services = Services.connect(couch_url, timeout=config.couch_timeout)
+        services = Services.connect(couch_url, timeout=config.couch_timeout,
+                                    connect_timeout=config.couch_connect_timeout, cache_ttl=config.cache_ttl)
         app[appkeys.SERVICES] = services
         app[appkeys.ISSUER] = TokenIssuer(config, services)
         try:

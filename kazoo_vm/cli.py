@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -76,7 +76,8 @@ async def couch_url(config: Config, *, serving: bool) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def connected(config: Config) -> AsyncIterator[Services]:
     async with couch_url(config, serving=False) as url:
-        services = Services.connect(url, timeout=config.couch_timeout)
+        services = Services.connect(url, timeout=config.couch_timeout,
+                                    connect_timeout=config.couch_connect_timeout)
         try:
             yield services
         finally:
@@ -155,7 +156,8 @@ async def serve(config: Config) -> None:
         site = web.TCPSite(runner, config.host, config.port)
         await site.start()
         if not config.couch_url:
-            services = Services.connect(url, timeout=config.couch_timeout)
+            services = Services.connect(url, timeout=config.couch_timeout,
+                                        connect_timeout=config.couch_connect_timeout)
             try:
                 _print_demo(config, await _demo_account(config, services))
             finally:
@@ -259,13 +261,24 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+def run_serving(main: Coroutine[Any, Any, None]) -> None:
+    """Run the server on uvloop (libuv's event loop: a cheaper loop turn and socket I/O per
+    request than asyncio's own) when it is installed, else on asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = Config.from_env()
     if args.command == "serve":
         overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value}
-        asyncio.run(serve(replace(config, **overrides)))
+        run_serving(serve(replace(config, **overrides)))
         return 0
 
     for name in ("parent", "account"):

@@ -44,6 +44,8 @@ class Config:
     jwt_secret: str | None = None
     token_lifetime: int = 3600
     couch_timeout: float = 30.0
+    couch_connect_timeout: float = 3.0
+    cache_ttl: float = 3.0
     max_upload_size: int = 8_000_000
     page_size: int = 50
     max_range: int = 2_682_000
@@ -75,6 +77,8 @@ class Config:
             jwt_secret=env.get("KAZOO_VM_JWT_SECRET") or None,
             token_lifetime=_int(env, "KAZOO_VM_TOKEN_LIFETIME", 3600),
             couch_timeout=_float(env, "KAZOO_VM_COUCH_TIMEOUT", 30.0),
+            couch_connect_timeout=_float(env, "KAZOO_VM_COUCH_CONNECT_TIMEOUT", 3.0),
+            cache_ttl=_float(env, "KAZOO_VM_CACHE_TTL", 3.0),
             smtp_url=env.get("KAZOO_VM_SMTP_URL") or None,
             smtp_from=env.get("KAZOO_VM_SMTP_FROM") or "voicemail@kazoo-vm.local",
             notify_poll=_float(env, "KAZOO_VM_NOTIFY_POLL", 2.0),

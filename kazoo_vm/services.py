@@ -28,12 +28,15 @@ class Services:
     replication: Replication
 
     @classmethod
-    def connect(cls, couch_url: str, *, timeout: float) -> Services:
-        store = Store(Couch(couch_url, timeout=timeout))
+    def connect(cls, couch_url: str, *, timeout: float, connect_timeout: float = 3.0,
+                cache_ttl: float = 0.0) -> Services:
+        """``cache_ttl``: seconds this process may serve what it read from CouchDB (0, the
+        default for commands and direct storage access: always read)."""
+        store = Store(Couch(couch_url, timeout=timeout, connect_timeout=connect_timeout), cache_ttl=cache_ttl)
         messages = Messages(store)
-        return cls(store=store, accounts=Accounts(store), users=Users(store), vmboxes=Vmboxes(store),
-                   messages=messages, moves=Moves(store, messages), legacy=Legacy(store, messages),
-                   notifications=Notifications(store),
+        return cls(store=store, accounts=Accounts(store, cache_ttl=cache_ttl), users=Users(store),
+                   vmboxes=Vmboxes(store, cache_ttl=cache_ttl), messages=messages, moves=Moves(store, messages),
+                   legacy=Legacy(store, messages, cache_ttl=cache_ttl), notifications=Notifications(store),
                    replication=Replication(store, couch_url))
 
     async def close(self) -> None:

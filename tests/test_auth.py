@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import jwt
@@ -130,6 +132,16 @@ async def test_expired_token_is_401(api: Api, services: Services) -> None:
     assert_error(await api.get("/vmboxes", token=expired), 401, "invalid credentials")
 
 
+
+async def test_token_that_expires_after_use_is_then_401(api: Api, services: Services) -> None:
+    """Verified tokens are remembered by the instance; their expiry still counts."""
+    secret = await signing_secret(services.store)
+    short = jwt.encode({"account_id": api.account_id, "iss": "kazoo_vm", "exp": int(time.time()) + 2},
+                       secret, algorithm="HS256")
+    assert (await api.get("/vmboxes", token=short)).status == 200
+    await asyncio.sleep(max(0.0, int(time.time()) + 2 - time.time()) + 0.1)
+    assert_error(await api.get("/vmboxes", token=short), 401, "invalid credentials")
+
 async def test_tampered_token_is_401(api: Api) -> None:
     assert api.token is not None
     head, payload, signature = api.token.split(".")
@@ -190,3 +202,42 @@ async def test_second_instance_accepts_first_instance_tokens(aiohttp_client: Any
     second: Client = await aiohttp_client(create_app(config, couch_url))
     async with second.get(f"/v2/accounts/{api.account_id}/vmboxes", headers={"X-Auth-Token": str(api.token)}) as r:
         assert r.status == 200
+
+
+# -- the account cache (KAZOO_VM_CACHE_TTL) ----------------------------------------------
+
+async def soft_delete_account(services: Services, account_id: str) -> None:
+    """Delete the account the way another node (or Kazoo) would: beside this service."""
+    doc = await services.store.couch.get_doc(naming.ACCOUNTS_DB, account_id)
+    doc["pvt_deleted"] = True
+    await services.store.couch.put_doc(naming.ACCOUNTS_DB, doc)
+
+
+async def test_deleted_account_is_refused_once_the_cache_ttl_has_passed(aiohttp_client: Any, config: Config,
+                                                                         couch_url: str, services: Services,
+                                                                         account: dict[str, Any]) -> None:
+    client: Client = await aiohttp_client(create_app(replace(config, cache_ttl=0.3), couch_url))
+    api = Api(client, account["_id"], await login(client, account["pvt_api_key"]))
+    assert (await api.get("/vmboxes")).status == 200
+    await soft_delete_account(services, account["_id"])
+    await asyncio.sleep(0.35)
+    assert_error(await api.get("/vmboxes"), 404, "bad_identifier")
+
+
+async def test_without_cache_a_deleted_account_is_refused_at_once(aiohttp_client: Any, config: Config,
+                                                                   couch_url: str, services: Services,
+                                                                   account: dict[str, Any]) -> None:
+    client: Client = await aiohttp_client(create_app(replace(config, cache_ttl=0), couch_url))
+    api = Api(client, account["_id"], await login(client, account["pvt_api_key"]))
+    assert (await api.get("/vmboxes")).status == 200
+    await soft_delete_account(services, account["_id"])
+    assert_error(await api.get("/vmboxes"), 404, "bad_identifier")
+
+
+async def test_account_saved_through_this_instance_is_seen_at_once(api: Api) -> None:
+    box = (await api.put("/vmboxes", {"name": "Box", "mailbox": "3100"})).data
+    assert (await api.put(f"/vmboxes/{box['id']}/messages", {"from": "6001"})).data["from"].endswith(".sip.local")
+    fetched = (await api.get("")).data
+    assert (await api.post("", {**fetched, "realm": f"renamed-{api.account_id[:8]}.example.com"})).status == 200
+    created = (await api.put(f"/vmboxes/{box['id']}/messages", {"from": "6001"})).data
+    assert created["from"] == f"6001@renamed-{api.account_id[:8]}.example.com"

@@ -1055,6 +1055,28 @@ async def test_listing_does_not_count_messages_older_than_retention(api: Api, vm
     assert row["folders"] == {"new": 0, "saved": 1}
 
 
+
+async def test_listing_counts_only_the_window_in_a_monthly_database_with_stray_timestamps(
+        api: Api, vmbox: dict[str, Any], services: Services, account: dict[str, Any]) -> None:
+    """Counts come from one grouped query per MODB unless a box's timestamps there cross
+    the window's edges (a message stamped before the window, or missing its timestamp,
+    in this month's database): that MODB is then counted row by row."""
+    now = gregorian_now()
+    other = await make_box(api, "Other", "3002")
+    await put_message(services, account["_id"], vmbox["id"], folder="new", timestamp=now - 100)
+    await put_message(services, account["_id"], other["id"], folder="saved", timestamp=now - 200)
+    rows = rows_by_id(await api.get("/vmboxes"))
+    assert (rows[vmbox["id"]]["folders"], rows[other["id"]]["folders"]) == ({"new": 1, "saved": 0},
+                                                                          {"new": 0, "saved": 1})
+    db, _ = await put_message(services, account["_id"], vmbox["id"], folder="new", timestamp=now - 50)
+    for stray in ({"timestamp": now - RETENTION_SECONDS - 3600}, {"timestamp": now + 86400 * 400}, {}):
+        message_id = db.rsplit("-", 1)[1] + "-" + hex_id()
+        await services.store.couch.put_doc(db, {"_id": message_id, "pvt_type": "mailbox_message",
+                                                "source_id": vmbox["id"], "metadata": {"folder": "new", **stray}})
+    rows = rows_by_id(await api.get("/vmboxes"))
+    assert rows[vmbox["id"]]["folders"] == {"new": 2, "saved": 0}
+    assert rows[other["id"]]["folders"] == {"new": 0, "saved": 1}
+
 async def test_box_with_only_expired_messages_has_no_folders(api: Api, vmbox: dict[str, Any],
                                                              services: Services, account: dict[str, Any]) -> None:
     await put_message(services, account["_id"], vmbox["id"], folder="new",
@@ -1340,3 +1362,16 @@ async def test_kazoo_written_box_survives_patch_with_private_fields_kept(api: Ap
     assert stored["skip_greeting"] is True
     assert stored["pin"] == "1234"
     assert stored["pvt_alphanum_name"] == "frontdesk"
+
+
+async def test_box_deleted_through_this_instance_takes_no_new_message(api: Api) -> None:
+    """Message creation may use a box read up to KAZOO_VM_CACHE_TTL ago, but not one this
+    instance changed or deleted since."""
+    box = (await api.put("/vmboxes", {"name": "Short lived", "mailbox": "3900"})).data
+    assert (await api.put(f"/vmboxes/{box['id']}/messages", {"caller_id_number": "6001"})).status == 201
+    assert (await api.post(f"/vmboxes/{box['id']}", {"name": "Short lived", "mailbox": "3901"})).status == 200
+    created = await api.put(f"/vmboxes/{box['id']}/messages", {"caller_id_number": "6001"})
+    assert created.data["to"].startswith("3901@")
+    assert (await api.delete(f"/vmboxes/{box['id']}")).status == 200
+    assert_error(await api.put(f"/vmboxes/{box['id']}/messages", {"caller_id_number": "6001"}), 404,
+                 "bad_identifier")

@@ -125,9 +125,10 @@ def _clamp(gregorian: int) -> int:
     return min(max(gregorian, MIN_GREGORIAN), MAX_GREGORIAN)
 
 
-async def _box(request: web.Request, account_id: str, box_id: str, *, deleted_ok: bool = False) -> dict[str, Any]:
+async def _box(request: web.Request, account_id: str, box_id: str, *, deleted_ok: bool = False,
+               cached: bool = False) -> dict[str, Any]:
     try:
-        return await services(request).vmboxes.fetch(account_id, box_id, deleted_ok=deleted_ok)
+        return await services(request).vmboxes.fetch(account_id, box_id, deleted_ok=deleted_ok, cached=cached)
     except NotFound:
         raise BadIdentifier(box_id) from None
 
@@ -280,7 +281,7 @@ async def create_message(request: web.Request) -> web.Response:
             "value": timestamp}
     if errors:
         raise ValidationError(errors)
-    box = await _box(request, account_id, box_id)
+    box = await _box(request, account_id, box_id, cached=True)
     now = gregorian_now()
     doc = box_message.new_message(box=box, request=metadata, realm=_realm(request),
                                   timezone_name=_timezone(request, box),
@@ -308,8 +309,16 @@ async def get_audio(request: web.Request) -> web.Response:
             raise BadIdentifier(NO_AUDIO)
         pseudo = {"metadata": {**item, "timestamp": legacy.item_time(item, box)}}
         return _ranged(request, audio, box_message.download_name(pseudo, audio.name, _timezone(request, box)))
-    db, doc = await _message(request, account_id, box_id, message_id)
-    box = await _box(request, account_id, box_id, deleted_ok=True)
+    # Independent reads: the message and its box (for the file name's time zone) at once;
+    # a missing message is reported before a missing box, as when read one after the other.
+    located, box = await asyncio.gather(_message(request, account_id, box_id, message_id),
+                                        _box(request, account_id, box_id, deleted_ok=True),
+                                        return_exceptions=True)
+    if isinstance(located, BaseException):
+        raise located
+    if isinstance(box, BaseException):
+        raise box
+    db, doc = located
     storage = services(request).messages
     audio = await storage.audio(db, doc)
     if audio is None:

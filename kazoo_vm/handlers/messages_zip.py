@@ -15,12 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from stream_zip import NO_COMPRESSION_32, async_stream_zip
+from stream_zip import NO_COMPRESSION_32
 
 from .. import box_message, envelope
 from ..errors import BadIdentifier, validation_error
 from ..storage.errors import StorageError
 from ..storage.messages import Located
+from ..zip_stream import stream_zip_async
 from .common import payload, services
 from .messages import NO_MESSAGES, _box, _ids, _timezone
 
@@ -98,7 +99,7 @@ async def download_zip(request: web.Request) -> web.StreamResponse:
     envelope.add_cors(request, response)
     await response.prepare(request)
     try:
-        async for chunk in async_stream_zip(members()):
+        async for chunk in stream_zip_async(members()):
             await response.write(chunk)
     except StorageError as error:
         # Too late for an error envelope: cut the connection so the client sees a

@@ -16,6 +16,7 @@ from . import design, naming
 from .couch import quote_db
 from .errors import Conflict, NotFound
 from .store import Store
+from .ttl_cache import TtlCache
 
 SIGNING_CONFIG_ID = "kazoo_vm.auth"
 LISTING_BATCH = 500
@@ -29,16 +30,32 @@ def credentials_hashes(username: str, password: str) -> tuple[str, str]:
 
 
 class Accounts:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, cache_ttl: float = 0.0) -> None:
         self._store = store
         self._couch = store.couch
+        # Account docs read for authorization, kept ``cache_ttl`` seconds: every request
+        # needs its account, and reading it each time doubled the round trips of a
+        # single-document request. Only found, live accounts are kept.
+        self._recent: TtlCache[str, dict[str, Any]] = TtlCache(cache_ttl)
 
-    async def fetch(self, account_id: str) -> dict[str, Any]:
-        """The account doc from the ``accounts`` database; NotFound if missing/deleted."""
+    async def fetch(self, account_id: str, *, cached: bool = False) -> dict[str, Any]:
+        """The account doc from the ``accounts`` database; NotFound if missing/deleted.
+        With ``cached`` the doc may be one this process read up to the cache TTL ago
+        (callers must not change it)."""
+        if cached:
+            doc = self._recent.get(account_id)
+            if doc is not None:
+                return doc
         doc = await self._couch.get_doc(naming.ACCOUNTS_DB, account_id)
         if doc.get("pvt_deleted") or doc.get("pvt_type", "account") != "account":
+            self._recent.forget(account_id)
             raise NotFound(account_id)
+        self._recent.put(account_id, doc)
         return doc
+
+    def forget(self, account_id: str) -> None:
+        """Drop this process's cached copy (after a write of the account doc)."""
+        self._recent.forget(account_id)
 
     async def create(self, *, name: str, realm: str | None, parent_id: str | None,
                      timezone: str | None = None) -> dict[str, Any]:
@@ -86,6 +103,7 @@ class Accounts:
         account database's new ``_rev``."""
         account_id = str(doc["_id"])
         db = await self._store.account_db(account_id)
+        self.forget(account_id)
         await self._couch.put_doc(db, doc)
         mirror = {key: value for key, value in doc.items() if key != "_rev"}
         for _attempt in range(MIRROR_RETRIES):
@@ -99,6 +117,8 @@ class Accounts:
                 await self._couch.put_doc(naming.ACCOUNTS_DB, mirror)
             except Conflict:
                 continue
+            finally:
+                self.forget(account_id)
             return doc
         raise Conflict(account_id)
 

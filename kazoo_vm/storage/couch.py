@@ -1,12 +1,13 @@
 """The one place that sends requests to CouchDB.
 
 The connection (session, credentials, timeouts) is an ``aiocouch.CouchDB``. Its
-document-level API is bypassed on purpose: it builds ``_all_docs``/``_bulk_docs``
+request and document-level APIs are bypassed on purpose: it builds ``_all_docs``/``_bulk_docs``
 URLs without quoting slash-named databases (``account/ab/cd/...``), decodes JSON only
-when the server labels it ``application/json`` (pouchdb-server does not unless asked)
-and caches documents in a way that hides revisions. Every request therefore goes through
-the session's raw request with the database name quoted here, ``Accept:
-application/json`` always sent, and errors translated once into :mod:`.errors`.
+when the server labels it ``application/json`` (pouchdb-server does not unless asked),
+caches documents in a way that hides revisions, and decodes every answer twice. Every
+request therefore goes straight through its aiohttp session with the database name
+quoted here, ``Accept: application/json`` always sent, the body decoded once, and errors
+translated once into :mod:`.errors`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
 from aiocouch import CouchDB
-from aiocouch.exception import RemoteResponseError
+from yarl import URL
 
 from .errors import Conflict, NotFound, StoreFault, Unavailable
 
@@ -96,8 +97,11 @@ class Couch:
 
     def __init__(self, url: str, *, timeout: float = 30.0, connect_timeout: float = 3.0) -> None:
         self.endpoint = CouchEndpoint.parse(url)
+        # ``connect`` would also count the wait for a free pooled connection: under many
+        # concurrent requests that wait is load, not an unreachable CouchDB, so only the
+        # socket connect itself is bounded.
         client_timeout = aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=timeout
+            total=None, connect=None, sock_connect=connect_timeout, sock_read=timeout
         )
         self._couchdb = CouchDB(
             self.endpoint.url,
@@ -105,9 +109,11 @@ class Couch:
             password=self.endpoint.password,
             timeout=client_timeout,
         )
+        # Its session (credentials, timeouts, connection pool) sends every request.
+        self._session: aiohttp.ClientSession = self._couchdb._server._http_session
         # aiohttp replays PUT and DELETE too (HTTP calls them idempotent; with CouchDB's
         # revisions they are not): replays are decided in ``request``.
-        self._couchdb._server._http_session._retry_connection = False
+        self._session._retry_connection = False
         # One write at a time per document from this process: racing requests of one
         # process then meet as ordinary 409s (pouchdb-server can crash on two identical
         # concurrent edits of a document).
@@ -139,24 +145,48 @@ class Couch:
         if data is not None:
             # aiohttp sends large bodies from a file-like object without blocking the loop.
             kwargs["data"] = io.BytesIO(data) if len(data) > LARGE_BODY else data
+        url = URL(self.endpoint.url + path, encoded=True)
         try:
             try:
-                response, body = await self._couchdb._server._request(
-                    method, path, params=encode_params(params or {}), return_json=not raw, **kwargs
-                )
+                status, response_headers, body, reason = await self._send(method, url, params, kwargs)
             except aiohttp.ServerDisconnectedError:
+                # A pooled connection the store (or a proxy) had closed: drop the idle ones
+                # so the next requests connect afresh; resend only what is safe to resend.
+                self._drop_idle_connections()
                 if method not in REPLAYABLE:
                     raise
-                response, body = await self._couchdb._server._request(
-                    method, path, params=encode_params(params or {}), return_json=not raw, **kwargs
-                )
-        except RemoteResponseError as error:
-            raise translate(error, path) from None
+                status, response_headers, body, reason = await self._send(method, url, params, kwargs)
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
             raise Unavailable(str(error) or type(error).__name__) from None
         except (aiohttp.ClientError, ValueError) as error:
             raise StoreFault("unexpected_response", str(error)) from None
-        return response.status, response.headers, body
+        if status >= 400:
+            raise translate(status, _reason(body) or reason, path)
+        if raw:
+            return status, response_headers, body
+        try:
+            decoded = json.loads(body) if body.strip() else None
+        except ValueError as error:
+            raise StoreFault("unexpected_response", str(error)) from None
+        return status, response_headers, decoded
+
+    async def _send(self, method: str, url: URL, params: Mapping[str, QueryValue] | None,
+                    kwargs: dict[str, Any]) -> tuple[int, Mapping[str, str], bytes, str]:
+        if isinstance(kwargs.get("data"), io.BytesIO):
+            kwargs["data"].seek(0)
+        async with self._session.request(method, url, params=encode_params(params or {}), **kwargs) as response:
+            return response.status, response.headers, await response.read(), response.reason or ""
+
+    def _drop_idle_connections(self) -> None:
+        """Close the pooled idle connections (aiohttp has no public call for it)."""
+        connector = self._session.connector
+        idle = getattr(connector, "_conns", None)
+        if not isinstance(idle, dict):
+            return
+        for connections in list(idle.values()):
+            for protocol, _since in list(connections):
+                protocol.close()
+        idle.clear()
 
     async def get_json(self, path: str, **params: QueryValue) -> Json:
         return (await self.request("GET", path, params=params))[2]
@@ -288,17 +318,25 @@ class Couch:
         return str(body["rev"])
 
 
-def translate(error: RemoteResponseError, path: str) -> Exception:
+def _reason(body: bytes) -> str | None:
+    """CouchDB's ``reason`` of an error answer, when it has one."""
+    with contextlib.suppress(ValueError):
+        decoded = json.loads(body)
+        if isinstance(decoded, dict) and isinstance(decoded.get("reason"), str):
+            return str(decoded["reason"])
+    return None
+
+
+def translate(status: int, reason: str, path: str) -> Exception:
     """One table from CouchDB's answer to the storage errors."""
-    reason = error.reason or error.message or ""
-    if error.status == 404:
+    if status == 404:
         return NotFound(path, reason)
-    if error.status in (409, 412):
+    if status in (409, 412):
         return Conflict(path, reason)
-    if error.status in (401, 403):
+    if status in (401, 403):
         return StoreFault("store_unauthorized", reason)
-    if error.status in (500, 502, 503, 504) and "timeout" in str(reason).lower():
+    if status in (500, 502, 503, 504) and "timeout" in reason.lower():
         return Unavailable(reason)
-    if error.status in (502, 503, 504):
+    if status in (502, 503, 504):
         return Unavailable(reason)
-    return StoreFault(f"store_{error.status}", reason)
+    return StoreFault(f"store_{status}", reason)

@@ -23,7 +23,9 @@ MAILBOX_MESSAGES = "mailbox_messages"
 ACCOUNTS = "accounts"
 USERS = "users"
 NOTIFICATIONS = "notifications"
-ALL_DESIGNS = (VMBOXES, MAILBOX_MESSAGES, ACCOUNTS, USERS, NOTIFICATIONS)
+# kazoo_vm's own design doc in the MODBs (Kazoo's mailbox_messages views have no reduce).
+COUNTS = "kazoo_vm_counts"
+ALL_DESIGNS = (VMBOXES, MAILBOX_MESSAGES, ACCOUNTS, USERS, NOTIFICATIONS, COUNTS)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from . import design, naming
 from .errors import Conflict, NotFound
 from .messages import Located, Messages
 from .store import Store
+from .ttl_cache import TtlCache
 
 MAX_BOX_SAVE_RETRIES = 5
 
@@ -64,16 +65,26 @@ class MigrationReport:
 
 
 class Legacy:
-    def __init__(self, store: Store, messages: Messages) -> None:
+    def __init__(self, store: Store, messages: Messages, *, cache_ttl: float = 0.0) -> None:
         self._store = store
         self._couch = store.couch
         self._messages = messages
+        # Accounts found without any legacy item: listings skip the view for ``cache_ttl``
+        # seconds. kazoo_vm never adds legacy items (only Kazoo 3.x or a replication of
+        # its data does), so only such an outside write can make this stale, for at most
+        # the TTL.
+        self._none: TtlCache[str, bool] = TtlCache(cache_ttl)
 
     async def rows(self, account_id: str, from_gregorian: int, to_gregorian: int) -> list[dict[str, Any]]:
         """``vmboxes/legacy_msg_by_timestamp`` rows in the window (all boxes)."""
+        if self._none.get(account_id):
+            return []
         db = await self._store.account_db(account_id)
-        return await self._couch.view(db, design.VMBOXES, "legacy_msg_by_timestamp",
+        rows = await self._couch.view(db, design.VMBOXES, "legacy_msg_by_timestamp",
                                       startkey=from_gregorian, endkey=to_gregorian)
+        if not rows and not await self._couch.view(db, design.VMBOXES, "legacy_msg_by_timestamp", limit=1):
+            self._none.put(account_id, True)
+        return rows
 
     async def audio(self, account_id: str, media_id: str) -> Any:
         return await self._messages.first_attachment(naming.account_db(account_id), media_id)

@@ -7,6 +7,7 @@ one ``_all_docs`` and one ``_bulk_docs`` each, whatever the count.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections import defaultdict
@@ -218,26 +219,53 @@ class Messages:
                             to_gregorian: int) -> dict[str, dict[str, int]]:
         """``{box_id: {folder: n}}`` for non-deleted messages stamped inside the window.
 
-        One query of ``mailbox_messages/count_per_folder`` per MODB: keys run
+        Per MODB (all at once), one grouped query of ``kazoo_vm_counts/per_box_folder``
+        (``_stats`` of the timestamps per box and folder): a group whose oldest and
+        newest timestamps are inside the window is counted as it is. A MODB with a group
+        that crosses the window's edges (the oldest month, usually) is counted row by
+        row from ``mailbox_messages/count_per_folder`` instead."""
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(FOLDERS, 0))
+        dbs = await self._store.existing_modbs(account_id, from_gregorian, to_gregorian)
+        for found in await asyncio.gather(*(self._count_modb(db, from_gregorian, to_gregorian) for db in dbs)):
+            for (box_id, folder), number in found.items():
+                counts[box_id][folder] += number
+        return dict(counts)
+
+    async def _count_modb(self, db: str, from_gregorian: int, to_gregorian: int) -> dict[tuple[str, str], int]:
+        await self._store.designs.ensure(db, design.COUNTS)
+        grouped = await self._couch.view(db, design.COUNTS, "per_box_folder", group=True)
+        found: dict[tuple[str, str], int] = {}
+        for row in grouped:
+            key, stats = row.get("key"), as_dict(row.get("value"))
+            if not isinstance(key, list) or len(key) < 2 or key[1] not in FOLDERS or not isinstance(key[0], str):
+                continue
+            low, high, number = stats.get("min"), stats.get("max"), stats.get("count")
+            if not (isinstance(low, int | float) and isinstance(high, int | float) and isinstance(number, int)
+                    and from_gregorian <= low and high <= to_gregorian):
+                return await self._count_modb_rows(db, from_gregorian, to_gregorian)
+            found[(key[0], key[1])] = number
+        return found
+
+    async def _count_modb_rows(self, db: str, from_gregorian: int, to_gregorian: int) -> dict[tuple[str, str], int]:
+        """``mailbox_messages/count_per_folder`` rows of the window: keys run
         ``["deleted", From]`` .. ``["saved", To, {}]`` (deleted < new < saved) and rows
         outside the window are dropped here."""
-        counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(FOLDERS, 0))
-        for db in await self._store.existing_modbs(account_id, from_gregorian, to_gregorian):
-            rows = await self._couch.view(
-                db, design.MAILBOX_MESSAGES, "count_per_folder",
-                startkey=[FOLDERS[0], from_gregorian], endkey=[FOLDERS[-1], to_gregorian, {}],
-            )
-            for row in rows:
-                key = row.get("key")
-                if not isinstance(key, list) or len(key) < 3:
-                    continue
-                folder, timestamp, box_id = key[0], key[1], key[2]
-                if folder not in FOLDERS or not isinstance(box_id, str):
-                    continue
-                if not isinstance(timestamp, int | float) or not from_gregorian <= timestamp <= to_gregorian:
-                    continue
-                counts[box_id][folder] += 1
-        return dict(counts)
+        rows = await self._couch.view(
+            db, design.MAILBOX_MESSAGES, "count_per_folder",
+            startkey=[FOLDERS[0], from_gregorian], endkey=[FOLDERS[-1], to_gregorian, {}],
+        )
+        found: dict[tuple[str, str], int] = defaultdict(int)
+        for row in rows:
+            key = row.get("key")
+            if not isinstance(key, list) or len(key) < 3:
+                continue
+            folder, timestamp, box_id = key[0], key[1], key[2]
+            if folder not in FOLDERS or not isinstance(box_id, str):
+                continue
+            if not isinstance(timestamp, int | float) or not from_gregorian <= timestamp <= to_gregorian:
+                continue
+            found[(box_id, folder)] += 1
+        return dict(found)
 
     async def ids_of_box(self, account_id: str, box_id: str, from_gregorian: int,
                          to_gregorian: int) -> dict[str, list[str]]:

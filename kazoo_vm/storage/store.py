@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from . import design, naming
 from .couch import Couch
 from .design import Designs
 from .errors import NotFound
+from .ttl_cache import TtlCache
 
 
 class Store:
     """The CouchDB server as kazoo_vm uses it. Resource modules (``vmboxes``,
     ``messages``, ``accounts``) build on it; nothing above storage touches ``couch``."""
 
-    def __init__(self, couch: Couch) -> None:
+    def __init__(self, couch: Couch, *, cache_ttl: float = 0.0) -> None:
         self.couch = couch
         self.designs = Designs(couch)
         self._ready = False
+        # MODBs of a listing's window found missing, not probed again for ``cache_ttl``
+        # seconds (one made by another instance or a replication shows up after that;
+        # one this process makes, at once). Present ones are remembered by ``designs``.
+        self._missing: TtlCache[str, bool] = TtlCache(cache_ttl)
         # Awaited with (account id, database) after a MODB is created (replication).
         self.modb_created: list[Callable[[str, str], Awaitable[None]]] = []
 
@@ -50,20 +56,28 @@ class Store:
         return await self.account_db(account_id)
 
     async def existing_modbs(self, account_id: str, from_gregorian: int, to_gregorian: int) -> list[str]:
-        """MODBs of the window that exist, newest first, with ``mailbox_messages`` current."""
-        found = []
-        for db in naming.modbs_between(account_id, from_gregorian, to_gregorian):
-            try:
-                await self.designs.ensure(db, design.MAILBOX_MESSAGES)
-            except NotFound:
-                continue
-            found.append(db)
-        return found
+        """MODBs of the window that exist, newest first, with ``mailbox_messages`` current.
+        Databases not known yet are probed at the same time."""
+        candidates = [db for db in naming.modbs_between(account_id, from_gregorian, to_gregorian)
+                      if not self._missing.get(db)]
+        found = await asyncio.gather(*(self._opened(db) for db in candidates))
+        return [db for db, exists in zip(candidates, found, strict=True) if exists]
+
+    async def _opened(self, db: str) -> bool:
+        try:
+            await self.designs.ensure(db, design.MAILBOX_MESSAGES)
+        except NotFound:
+            self._missing.put(db, True)
+            return False
+        return True
 
     async def modb(self, account_id: str, year: int, month: int) -> str:
         """The MODB of a month, created (with its design document) if missing."""
         db = naming.modb(account_id, year, month)
         try:
+            if self._missing.get(db):
+                self._missing.forget(db)
+                raise NotFound(db)
             await self.designs.ensure(db, design.MAILBOX_MESSAGES)
         except NotFound:
             created = await self.couch.create_db(db)

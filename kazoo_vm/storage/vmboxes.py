@@ -9,23 +9,44 @@ from . import design
 from .errors import NotFound
 from .paging import Page, RowFilter, ViewRange, read_page
 from .store import Store
+from .ttl_cache import TtlCache
 
 PVT_TYPE = "vmbox"
 
 
 class Vmboxes:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, cache_ttl: float = 0.0) -> None:
         self._store = store
         self._couch = store.couch
+        # Live boxes read for creating messages, kept ``cache_ttl`` seconds so that a
+        # message create is one CouchDB write; this process's own box writes forget them.
+        self._recent: TtlCache[tuple[str, str], dict[str, Any]] = TtlCache(cache_ttl)
 
-    async def fetch(self, account_id: str, box_id: str, *, deleted_ok: bool = False) -> dict[str, Any]:
+    async def fetch(self, account_id: str, box_id: str, *, deleted_ok: bool = False,
+                    cached: bool = False) -> dict[str, Any]:
         """The box document. NotFound when missing, soft-deleted (unless ``deleted_ok``)
-        or of another ``pvt_type`` (a doc without ``pvt_type`` is accepted, as Kazoo does)."""
+        or of another ``pvt_type`` (a doc without ``pvt_type`` is accepted, as Kazoo does).
+        With ``cached`` it may be a live box this process read up to the cache TTL ago
+        (callers must not change it)."""
+        key = (account_id, box_id)
+        if cached:
+            doc = self._recent.get(key)
+            if doc is not None:
+                return doc
         db = await self._store.account_db(account_id)
         doc = await self._couch.get_doc(db, box_id, conflicts=True)
         if doc.get("pvt_type", PVT_TYPE) != PVT_TYPE or (doc.get("pvt_deleted") and not deleted_ok):
+            self._recent.forget(key)
             raise NotFound(box_id)
+        if doc.get("pvt_deleted"):
+            self._recent.forget(key)
+        else:
+            self._recent.put(key, doc)
         return doc
+
+    def forget(self, account_id: str, box_id: str) -> None:
+        """Drop this process's cached copy (after a write of the box)."""
+        self._recent.forget((account_id, box_id))
 
     async def fetch_many(self, account_id: str, box_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Existing, non-deleted boxes among ``box_ids`` (one request)."""
@@ -41,13 +62,21 @@ class Vmboxes:
         """Create or update (``_rev`` decides); Conflict when the revision is stale or
         the id is taken."""
         db = await self._store.account_db(account_id)
-        await self._couch.put_doc(db, doc)
+        self.forget(account_id, str(doc["_id"]))
+        try:
+            await self._couch.put_doc(db, doc)
+        finally:
+            self.forget(account_id, str(doc["_id"]))
         return doc
 
     async def delete(self, account_id: str, doc: dict[str, Any]) -> None:
         """Remove the document for real (``should_soft_delete=false``)."""
         db = await self._store.account_db(account_id)
-        await self._couch.delete_doc(db, doc["_id"], doc["_rev"])
+        self.forget(account_id, str(doc["_id"]))
+        try:
+            await self._couch.delete_doc(db, doc["_id"], doc["_rev"])
+        finally:
+            self.forget(account_id, str(doc["_id"]))
 
     async def ids_with_mailbox(self, account_id: str, number: int) -> list[str]:
         """Ids of non-deleted boxes whose ``parseInt(mailbox)`` is ``number``

@@ -213,12 +213,18 @@ async def soft_delete_account(services: Services, account_id: str) -> None:
     await services.store.couch.put_doc(naming.ACCOUNTS_DB, doc)
 
 
+async def api_with_cache_ttl(aiohttp_client: Any, config: Config, couch_url: str, account: dict[str, Any],
+                             ttl: float) -> Api:
+    client: Client = await aiohttp_client(create_app(replace(config, cache_ttl=ttl), couch_url))
+    api = Api(client, account["_id"], await login(client, account["pvt_api_key"]))
+    assert (await api.get("/vmboxes")).status == 200  # the account doc is cached now
+    return api
+
+
 async def test_deleted_account_is_refused_once_the_cache_ttl_has_passed(aiohttp_client: Any, config: Config,
                                                                          couch_url: str, services: Services,
                                                                          account: dict[str, Any]) -> None:
-    client: Client = await aiohttp_client(create_app(replace(config, cache_ttl=0.3), couch_url))
-    api = Api(client, account["_id"], await login(client, account["pvt_api_key"]))
-    assert (await api.get("/vmboxes")).status == 200
+    api = await api_with_cache_ttl(aiohttp_client, config, couch_url, account, 0.3)
     await soft_delete_account(services, account["_id"])
     await asyncio.sleep(0.35)
     assert_error(await api.get("/vmboxes"), 404, "bad_identifier")
@@ -227,9 +233,7 @@ async def test_deleted_account_is_refused_once_the_cache_ttl_has_passed(aiohttp_
 async def test_without_cache_a_deleted_account_is_refused_at_once(aiohttp_client: Any, config: Config,
                                                                    couch_url: str, services: Services,
                                                                    account: dict[str, Any]) -> None:
-    client: Client = await aiohttp_client(create_app(replace(config, cache_ttl=0), couch_url))
-    api = Api(client, account["_id"], await login(client, account["pvt_api_key"]))
-    assert (await api.get("/vmboxes")).status == 200
+    api = await api_with_cache_ttl(aiohttp_client, config, couch_url, account, 0)
     await soft_delete_account(services, account["_id"])
     assert_error(await api.get("/vmboxes"), 404, "bad_identifier")
 

@@ -840,7 +840,8 @@ class VoicemailMachine(RuleBasedStateMachine):
         expected_pairs = sorted((message.metadata["call_id"], dest) for message in chosen for dest in wanted)
         expect_equal(len(succeeded), len(expected_pairs), f"bulk {action}: one new id per message and box")
         found = self.learn_new(succeeded)
-        sources = {message.metadata["call_id"]: message for message in chosen}
+        # by the copy's pvt_previous_id: a message and its own copy share their call id
+        sources = {message.id: message for message in chosen}
         observed_pairs = sorted((row["call_id"], dest) for dest, row in found.values())
         expect_equal(observed_pairs, expected_pairs, f"bulk {action}: (message, box) of the new ids")
         if action == "move":
@@ -850,7 +851,8 @@ class VoicemailMachine(RuleBasedStateMachine):
         for new_id in succeeded:
             dest, row = found[new_id]
             expect(before <= row["timestamp"] <= gregorian_now(), f"bulk {action}: timestamp is now", row["timestamp"])
-            self.adopt(sources[row["call_id"]], new_id, dest, int(row["timestamp"]), f"bulk {action}")
+            source = sources[self.live.stored(self.account_id, new_id).get("pvt_previous_id")]
+            self.adopt(source, new_id, dest, int(row["timestamp"]), f"bulk {action}")
             expect_equal(row, summary(self.messages[new_id].metadata), f"bulk {action}: listed copy")
 
     @precondition(lambda self: bool(self.boxes))

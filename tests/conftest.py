@@ -189,4 +189,17 @@ async def stored_doc(services: Services, db: str, doc_id: str) -> dict[str, Any]
     return await services.store.couch.get_doc(db, doc_id)
 
 
-__all__ = ["Api", "Reply", "assert_error", "make_account", "login", "stored_doc", "quote_db"]
+def build_multipart(parts: list[tuple[dict[str, str], bytes]], subtype: str = "mixed",
+                    boundary: str = "------------------------d74496d66958873e") -> tuple[bytes, str]:
+    """A multipart body built by hand (headers per part), and its Content-Type."""
+    out = bytearray()
+    for headers, body in parts:
+        out += f"--{boundary}\r\n".encode()
+        for name, value in headers.items():
+            out += f"{name}: {value}\r\n".encode()
+        out += b"\r\n" + body + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/{subtype}; boundary={boundary}"
+
+
+__all__ = ["Api", "Reply", "assert_error", "build_multipart", "make_account", "login", "stored_doc", "quote_db"]

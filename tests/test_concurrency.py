@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Api, Reply
+from conftest import Api, Reply, build_multipart
 
 from kazoo_vm.services import Services
 from kazoo_vm.storage import naming
@@ -78,14 +78,7 @@ def multipart(metadata: dict[str, Any], audio: bytes) -> tuple[bytes, str]:
     boundary = "kazoo-vm-concurrency-" + uuid.uuid4().hex
     parts = [({"Content-Type": "application/json"}, json.dumps({"data": metadata}).encode()),
              ({"Content-Type": "audio/mpeg"}, audio)]
-    out = bytearray()
-    for headers, body in parts:
-        out += f"--{boundary}\r\n".encode()
-        for name, value in headers.items():
-            out += f"{name}: {value}\r\n".encode()
-        out += b"\r\n" + body + b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/mixed; boundary={boundary}"
+    return build_multipart(parts, boundary=boundary)
 
 
 async def new_box(api: Api, name: str) -> str:

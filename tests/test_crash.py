@@ -47,7 +47,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import Reply, make_account
+from conftest import Reply, build_multipart, make_account
 
 from kazoo_vm import box_message
 from kazoo_vm.config import PROJECT_ROOT, Config
@@ -350,14 +350,7 @@ def multipart(call_id: str) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
     metadata = json.dumps({"data": {"call_id": call_id, "caller_id_number": "6001"}}).encode()
     parts = [({"Content-Type": "application/json"}, metadata), ({"Content-Type": "audio/mpeg"}, audio_of(call_id))]
-    out = bytearray()
-    for headers, body in parts:
-        out += f"--{boundary}\r\n".encode()
-        for name, value in headers.items():
-            out += f"{name}: {value}\r\n".encode()
-        out += b"\r\n" + body + b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/mixed; boundary={boundary}"
+    return build_multipart(parts, boundary=boundary)
 
 
 async def modb_messages(services: Services, account_id: str, box_ids: set[str]) -> list[tuple[str, dict[str, Any]]]:

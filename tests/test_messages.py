@@ -20,7 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import Api, Reply, assert_error
+from conftest import Api, Reply, assert_error, build_multipart
 
 import kazoo_vm.appkeys
 from kazoo_vm.services import Services
@@ -77,17 +77,7 @@ def hex_id() -> str:
     return uuid.uuid4().hex
 
 
-def multipart(parts: list[tuple[dict[str, str], bytes]], subtype: str = "mixed",
-              boundary: str = "------------------------d74496d66958873e") -> tuple[bytes, str]:
-    """A multipart body built by hand (headers per part), and its Content-Type."""
-    out = bytearray()
-    for headers, body in parts:
-        out += f"--{boundary}\r\n".encode()
-        for name, value in headers.items():
-            out += f"{name}: {value}\r\n".encode()
-        out += b"\r\n" + body + b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/{subtype}; boundary={boundary}"
+multipart = build_multipart
 
 
 def json_part(data: dict[str, Any]) -> tuple[dict[str, str], bytes]:

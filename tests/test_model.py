@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Reply, make_account
+from conftest import Reply, build_multipart, make_account
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -128,14 +128,7 @@ def multipart(metadata: dict[str, Any], audio: bytes) -> tuple[bytes, str]:
                "Content-Type": "application/json"}, json.dumps({"data": metadata}).encode()),
              ({"Content-Disposition": 'form-data; name="content"; filename="voice.mp3"',
                "Content-Type": "audio/mpeg"}, audio)]
-    out = bytearray()
-    for headers, body in parts:
-        out += f"--{boundary}\r\n".encode()
-        for name, value in headers.items():
-            out += f"{name}: {value}\r\n".encode()
-        out += b"\r\n" + body + b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/mixed; boundary={boundary}"
+    return build_multipart(parts, boundary=boundary)
 
 
 # -- the running app --------------------------------------------------------------------

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiosmtpd.controller import Controller
 
 from kazoo_vm.app import create_app, server_options
 from kazoo_vm.config import Config
-from kazoo_vm.embedded_store import EmbeddedStore
+from kazoo_vm.embedded_store import EmbeddedStore, free_port
 from kazoo_vm.services import Services
 from kazoo_vm.storage import naming
 from kazoo_vm.storage.couch import quote_db
@@ -202,4 +203,24 @@ def build_multipart(parts: list[tuple[dict[str, str], bytes]], subtype: str = "m
     return bytes(out), f"multipart/{subtype}; boundary={boundary}"
 
 
-__all__ = ["Api", "Reply", "assert_error", "build_multipart", "make_account", "login", "stored_doc", "quote_db"]
+class LoopbackSmtp:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 and a free port, whose ``handler``
+    gets aiosmtpd's hooks (``handle_DATA`` …)."""
+
+    def __init__(self, handler: Any) -> None:
+        self.port = free_port()
+        self._handler = handler
+        self._controller: Controller | None = None
+
+    def start(self) -> None:
+        self._controller = Controller(self._handler, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+
+__all__ = ["Api", "Reply", "assert_error", "build_multipart", "LoopbackSmtp", "make_account", "login", "stored_doc",
+           "quote_db"]

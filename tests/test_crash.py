@@ -46,8 +46,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiosmtpd.controller import Controller
-from conftest import Reply, build_multipart, make_account
+from conftest import LoopbackSmtp, Reply, build_multipart, make_account
 
 from kazoo_vm import box_message
 from kazoo_vm.config import PROJECT_ROOT, Config
@@ -810,12 +809,12 @@ async def test_sigkill_during_legacy_migration(lab: Lab) -> None:
 # -- voicemail-to-email, then delete ---------------------------------------------------
 
 
-class KillingRelay:
+class KillingRelay(LoopbackSmtp):
     """An SMTP relay that records each email (by caller id number) and kills the
     service at a chosen moment of the chosen email."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__(self)
         self.received: list[str] = []
         self.expected: set[str] = set()  # this trial's callers; other emails never trigger a kill
         self.foreign = 0
@@ -825,7 +824,6 @@ class KillingRelay:
         self.delay = 0.0
         self.fired = False
         self._pending_quit = False
-        self._controller: Controller | None = None
 
     def arm(self, victim: int, target: int, moment: str, delay: float) -> None:
         self.victim, self.target, self.moment, self.delay, self.fired = victim, target, moment, delay, False
@@ -862,14 +860,6 @@ class KillingRelay:
             self._kill()
         return "221 Bye"
 
-    def start(self) -> None:
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
-        self._controller.start()
-
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from aiosmtpd.controller import Controller
-from conftest import Api, login
+from conftest import Api, LoopbackSmtp, login
 
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
@@ -39,20 +38,10 @@ class Inbox:
         return "250 OK"
 
 
-class Relay:
+class Relay(LoopbackSmtp):
     def __init__(self) -> None:
         self.inbox = Inbox()
-        self.port = free_port()
-        self._controller: Controller | None = None
-
-    def start(self) -> None:
-        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
-        self._controller.start()
-
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
+        super().__init__(self.inbox)
 
 
 @pytest.fixture

@@ -96,17 +96,18 @@ class Moves:
                 continue  # finished meanwhile: write ours
             if existing.get("box") == doc["box"] and isinstance(existing.get("copy"), dict):
                 return existing  # the same move, under way or half done: join it
-            if existing.get("created", 0) > time.time() - STALE_AFTER or await self._claimed(existing):
+            if existing.get("created", 0) > time.time() - STALE_AFTER or await self._claimed_source(existing):
                 raise Conflict(source["_id"], "move_in_progress")
             doc["_rev"] = existing["_rev"]  # a move that died before claiming: replace it
         raise Conflict(source["_id"])
 
-    async def _claimed(self, pointer: dict[str, Any]) -> bool:
+    async def _claimed_source(self, pointer: dict[str, Any]) -> dict[str, Any] | None:
+        """The pointer's source when it carries the pointer's claim, else None."""
         try:
             source = await self._couch.get_doc(str(pointer["source_db"]), str(pointer["source_id"]))
         except NotFound:
-            return False
-        return bool(claim_of(source) == as_dict(pointer.get("copy")).get("_id"))
+            return None
+        return source if claim_of(source) == as_dict(pointer.get("copy")).get("_id") else None
 
     async def _finish(self, pointer: dict[str, Any], source: dict[str, Any] | None) -> Located:
         """Claim the source, write the copy, remove the source, drop the pointer."""
@@ -211,20 +212,16 @@ class Moves:
             if not isinstance(pointer.get("created"), int | float) or pointer["created"] > cutoff:
                 continue
             try:
-                if await self._claimed(pointer):
-                    await self._finish(pointer, None)
+                source = await self._claimed_source(pointer)
+                if source is not None:
+                    await self._finish(pointer, source)
                     figures["finished"] += 1
-                elif pointer["created"] <= time.time() - STALE_AFTER or older_than == 0.0:
-                    await self._settle_unclaimed(pointer)
+                else:  # died before claiming (the message stayed put) or finished (source gone)
+                    await self._drop(pointer)
                     figures["dropped"] += 1
             except StorageError as error:
                 log.warning("could not settle move %s: %r", pointer.get("_id"), error)
         return figures
-
-    async def _settle_unclaimed(self, pointer: dict[str, Any]) -> None:
-        """A pointer whose source has no claim of it: the move died before claiming (the
-        message stayed where it was) or finished (the source is gone, the copy stored)."""
-        await self._drop(pointer)
 
     def _is_valid(self, pointer: dict[str, Any]) -> bool:
         account_id, source_db = pointer.get("account_id"), pointer.get("source_db")

@@ -257,3 +257,29 @@ async def test_pending_notifications_are_delivered_after_a_restart(aiohttp_clien
     restarted = await aiohttp_client(create_app(settings, couch_url))
     assert restarted.app is not None
     await until(lambda: _count(relay, 1))
+
+
+async def test_a_stopping_instance_hands_back_its_claim(aiohttp_client: Any, config: Config, couch_url: str,
+                                                        relay: Relay, account: dict[str, Any],
+                                                        services: Services) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # a relay that accepts and never greets: the send hangs until the client leaves
+        writer.close()
+
+    hanging = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = hanging.sockets[0].getsockname()[1]
+    settings = replace(notify_config(config, relay), smtp_url=f"smtp://127.0.0.1:{port}")
+    first = await aiohttp_client(create_app(settings, couch_url))
+    api = Api(first, account["_id"], await login(first, account["pvt_api_key"]))
+    box = await make_box(api, services)
+    media_id = await leave_message(api, box["id"])
+
+    async def sending() -> bool:
+        return status_of(await message_doc(services, account["_id"], media_id)) == "sending"
+
+    await until(sending)
+    await first.close()
+    hanging.close()
+    doc = await message_doc(services, account["_id"], media_id)
+    assert doc is not None and "pvt_notify_claim" not in doc
+    assert status_of(doc) == "pending"

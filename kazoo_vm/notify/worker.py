@@ -126,9 +126,42 @@ class Notifier:
         doc["pvt_notify_claim"] = {"by": self.instance, "until": time.time() + self._config.notify_lease}
         doc.setdefault("metadata", {})["notify"] = {**state, "status": "sending", "attempts": attempts}
         try:
-            await messages.save(db, doc)
-        except Conflict:
-            return  # another instance claimed it first
+            try:
+                await messages.save(db, doc)
+            except Conflict:
+                return  # another instance claimed it first
+            await self._send_claimed(pointer, db, doc, attempts)
+        except asyncio.CancelledError:
+            # a stopping instance hands its claim back, so the next one sends at once
+            # instead of waiting for the lease to run out
+            await self._release(db, doc["_id"])
+            raise
+
+    async def _release(self, db: str, message_id: str) -> None:
+        """Drop this instance's claim on a message it stopped sending (best effort: an
+        unreachable store leaves the claim to expire with its lease)."""
+        couch = self._services.store.couch
+        try:
+            async with asyncio.timeout(5):
+                for _attempt in range(3):
+                    doc = await couch.get_doc(db, message_id)
+                    if as_dict(doc.get("pvt_notify_claim")).get("by") != self.instance:
+                        return
+                    doc.pop("pvt_notify_claim")
+                    state = notify_of(doc)
+                    if state.get("status") == "sending":
+                        doc["metadata"]["notify"] = {**state, "status": "pending"}
+                    try:
+                        await self._services.messages.save(db, doc)
+                        return
+                    except Conflict:
+                        continue
+        except (StorageError, TimeoutError) as error:
+            log.warning("could not release the notification claim on %s: %r", message_id, error)
+
+    async def _send_claimed(self, pointer: dict[str, Any], db: str, doc: dict[str, Any], attempts: int) -> None:
+        account_id = pointer["account_id"]
+        messages = self._services.messages
         try:
             box = await self._services.vmboxes.fetch(account_id, str(doc.get("source_id")), deleted_ok=True)
             account = await self._services.accounts.fetch(account_id)

@@ -31,22 +31,25 @@ def as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+PRIVATE_PREFIXES = ("_", "pvt_")
+
+
 def is_private(key: str) -> bool:
-    return key.startswith("_") or key.startswith("pvt_")
+    return key.startswith(PRIVATE_PREFIXES)
 
 
 def public_fields(doc: dict[str, Any]) -> dict[str, Any]:
     """The keys a client may see and set (no ``_*``, no ``pvt_*``)."""
-    return {key: value for key, value in doc.items() if not is_private(key)}
+    return {key: value for key, value in doc.items() if not key.startswith(PRIVATE_PREFIXES)}
 
 
 def private_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in doc.items() if is_private(key)}
+    return {key: value for key, value in doc.items() if key.startswith(PRIVATE_PREFIXES)}
 
 
 def to_response(doc: dict[str, Any], *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
     """A document as crossbar returns it: public keys plus ``id`` (and ``_read_only``)."""
-    data = {key: value for key, value in public_fields(doc).items() if key not in drop}
+    data = {key: value for key, value in doc.items() if not key.startswith(PRIVATE_PREFIXES) and key not in drop}
     data["id"] = doc["_id"]
     if isinstance(doc.get(READ_ONLY), dict):
         data[READ_ONLY] = doc[READ_ONLY]

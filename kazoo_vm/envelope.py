@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import socket
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,8 +30,14 @@ CORS_EXPOSE_HEADERS = "content-type, x-auth-token, x-request-id, x-kazoo-cluster
 CORS_METHODS = "OPTIONS, GET, PUT, POST, PATCH, DELETE"
 
 
+@functools.lru_cache(maxsize=1)
+def _utc_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _timestamp() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The envelope's UTC time to the second (formatted once per second)."""
+    return _utc_second(int(time.time()))
 
 
 def json_bytes(value: Any, *, pretty: bool = False) -> bytes:

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import json
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 from aiocouch import CouchDB
@@ -43,6 +44,7 @@ QueryValue = str | int | bool | float | None | list[Any] | dict[str, Any]
 JSON_PARAMS = frozenset({"key", "keys", "startkey", "endkey", "start_key", "end_key"})
 
 
+@functools.lru_cache(maxsize=4096)
 def quote_db(name: str) -> str:
     """``account/ab/cd/ef…`` → ``account%2Fab%2Fcd%2Fef…`` (CouchDB's path form)."""
     return quote(name, safe="")
@@ -145,17 +147,21 @@ class Couch:
         if data is not None:
             # aiohttp sends large bodies from a file-like object without blocking the loop.
             kwargs["data"] = io.BytesIO(data) if len(data) > LARGE_BODY else data
-        url = URL(self.endpoint.url + path, encoded=True)
+        target = self.endpoint.url + path
+        query = encode_params(params) if params else None
+        if query:
+            target += "?" + urlencode(query, safe="", quote_via=quote)
+        url = URL(target, encoded=True)
         try:
             try:
-                status, response_headers, body, reason = await self._send(method, url, params, kwargs)
+                status, response_headers, body, reason = await self._send(method, url, kwargs)
             except aiohttp.ServerDisconnectedError:
                 # A pooled connection the store (or a proxy) had closed: drop the idle ones
                 # so the next requests connect afresh; resend only what is safe to resend.
                 self._drop_idle_connections()
                 if method not in REPLAYABLE:
                     raise
-                status, response_headers, body, reason = await self._send(method, url, params, kwargs)
+                status, response_headers, body, reason = await self._send(method, url, kwargs)
         except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
             raise Unavailable(str(error) or type(error).__name__) from None
         except (aiohttp.ClientError, ValueError) as error:
@@ -170,11 +176,11 @@ class Couch:
             raise StoreFault("unexpected_response", str(error)) from None
         return status, response_headers, decoded
 
-    async def _send(self, method: str, url: URL, params: Mapping[str, QueryValue] | None,
+    async def _send(self, method: str, url: URL,
                     kwargs: dict[str, Any]) -> tuple[int, Mapping[str, str], bytes, str]:
         if isinstance(kwargs.get("data"), io.BytesIO):
             kwargs["data"].seek(0)
-        async with self._session.request(method, url, params=encode_params(params or {}), **kwargs) as response:
+        async with self._session.request(method, url, **kwargs) as response:
             return response.status, response.headers, await response.read(), response.reason or ""
 
     def _drop_idle_connections(self) -> None:

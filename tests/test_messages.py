@@ -979,6 +979,27 @@ async def test_raw_open_ended_range_is_a_slice(api: Api, vmbox: dict[str, Any]) 
     assert reply.headers["Content-Range"] == f"bytes 100-{len(AUDIO) - 1}/{len(AUDIO)}"
 
 
+# rule 66: the audio is passed on as the store sends it, in many chunks
+async def test_raw_of_a_large_recording_is_every_byte_in_order(api: Api, vmbox: dict[str, Any]) -> None:
+    large = bytes(range(251)) * 12_000  # 3 MB: many chunks from the store
+    created = await create_with_audio(api, vmbox["id"], audio=large)
+    reply = await api.get(f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}/raw")
+    assert reply.status == 200
+    assert reply.headers["Content-Length"] == str(len(large))
+    assert reply.body == large
+
+
+# rule 66
+async def test_raw_range_across_store_chunks_is_the_exact_slice(api: Api, vmbox: dict[str, Any]) -> None:
+    large = bytes(range(251)) * 12_000
+    created = await create_with_audio(api, vmbox["id"], audio=large)
+    reply = await api.get(f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}/raw",
+                          headers={"Range": "bytes=1000003-2500006"})
+    assert reply.status == 206
+    assert reply.body == large[1000003:2500007]
+    assert reply.headers["Content-Range"] == f"bytes 1000003-2500006/{len(large)}"
+
+
 # rule 66 (clients: the browser's Range: bytes=0- plays with 200 or 206)
 async def test_raw_range_from_zero_returns_the_whole_file(api: Api, vmbox: dict[str, Any]) -> None:
     created = await create_with_audio(api, vmbox["id"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -18,9 +20,11 @@ from ..payload import Payload, UploadedFile, read_upload
 from ..start_key import StartKey
 from ..storage import legacy, naming
 from ..storage.errors import Conflict, NotFound, StorageError, Unavailable
-from ..storage.messages import Audio, Located, window
+from ..storage.messages import Audio, AudioStream, Located, window
 from ..storage.paging import page_in_memory
 from .common import author, config, location, payload, services
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "vm_message_metadata"
 EMPTY_SOURCE = "empty source_id is specified. please set a single or a list of source_ids."
@@ -298,7 +302,7 @@ async def create_message(request: web.Request) -> web.Response:
                             headers={"Location": location(request, doc["_id"])})
 
 
-async def get_audio(request: web.Request) -> web.Response:
+async def get_audio(request: web.Request) -> web.StreamResponse:
     """E16: the audio bytes, with Range support done here (whatever the store does)."""
     account_id, box_id = _ids(request)
     message_id = _message_id(request)
@@ -308,7 +312,8 @@ async def get_audio(request: web.Request) -> web.Response:
         if audio is None:
             raise BadIdentifier(NO_AUDIO)
         pseudo = {"metadata": {**item, "timestamp": legacy.item_time(item, box)}}
-        return _ranged(request, audio, box_message.download_name(pseudo, audio.name, _timezone(request, box)))
+        return await _send_ranged(request, AudioStream.of(audio),
+                                  box_message.download_name(pseudo, audio.name, _timezone(request, box)))
     # Independent reads: the message and its box (for the file name's time zone) at once;
     # a missing message is reported before a missing box, as when read one after the other.
     located, box = await asyncio.gather(_message(request, account_id, box_id, message_id),
@@ -320,16 +325,22 @@ async def get_audio(request: web.Request) -> web.Response:
         raise box
     db, doc = located
     storage = services(request).messages
-    audio = await storage.audio(db, doc)
-    if audio is None:
-        raise BadIdentifier(NO_AUDIO)
-    wanted = "saved" if request.query.get("folder") == "saved" else None
-    current = box_message.metadata_of(doc).get("folder")
-    if wanted is not None and current != wanted or current is None:
-        changed = box_message.apply_folder(doc, wanted or "new", soft_delete=False, now=gregorian_now())
-        await _save(request, db, changed)
-    filename = box_message.download_name(doc, audio.name, _timezone(request, box))
-    return _ranged(request, audio, filename)
+    async with storage.open_audio(db, doc) as audio:
+        if audio is None:
+            raise BadIdentifier(NO_AUDIO)
+        wanted = "saved" if request.query.get("folder") == "saved" else None
+        current = box_message.metadata_of(doc).get("folder")
+        if wanted is not None and current != wanted or current is None:
+            changed = box_message.apply_folder(doc, wanted or "new", soft_delete=False, now=gregorian_now())
+            await _save(request, db, changed)
+        filename = box_message.download_name(doc, audio.name, _timezone(request, box))
+        return await _send_ranged(request, audio, filename)
+
+
+async def _prefixed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int] | None:
@@ -347,18 +358,44 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _ranged(request: web.Request, audio: Audio, filename: str) -> web.Response:
-    size = len(audio.data)
+async def _send_ranged(request: web.Request, audio: AudioStream, filename: str) -> web.StreamResponse:
+    """The audio (or the one byte range asked for) passed on as the store sends it."""
+    size = audio.size
     headers = {"Content-Disposition": f"attachment; filename={filename}", "Accept-Ranges": "bytes"}
     span = _byte_range(request.headers.get("Range", ""), size)
-    if span is None or span == (0, size - 1):
-        if "Range" in request.headers and size:
-            headers["Content-Range"] = f"bytes 0-{size - 1}/{size}"
-        return web.Response(body=audio.data, status=200, content_type=audio.content_type, headers=headers)
-    start, end = span
-    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    return web.Response(body=audio.data[start:end + 1], status=206, content_type=audio.content_type,
-                        headers=headers)
+    status = 206 if span is not None and span != (0, size - 1) else 200
+    start, end = span if status == 206 and span is not None else (0, size - 1)
+    if "Range" in request.headers and size:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    # The first bytes are read before the answer starts: a store that fails now is a 503
+    # envelope, not a broken download.
+    chunks = aiter(audio.chunks)
+    first = await anext(chunks, b"")
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_type = audio.content_type
+    response.content_length = end + 1 - start
+    response.headers["X-Request-ID"] = request[envelope.REQUEST_ID]
+    envelope.add_cors(request, response)
+    await response.prepare(request)
+    offset = 0  # of the next chunk in the file
+    try:
+        async for chunk in _prefixed(first, chunks):
+            piece = chunk[max(start - offset, 0):max(end + 1 - offset, 0)]
+            offset += len(chunk)
+            if piece:
+                await response.write(piece)
+            if offset > end:
+                break
+    except StorageError as error:
+        log.warning("audio download %s cut: %r", request[envelope.REQUEST_ID], error)
+    if offset <= end:
+        # Too late for an error envelope: cut the connection so the client sees a short
+        # download instead of waiting for bytes that will not come.
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
 
 
 async def put_audio(request: web.Request) -> web.Response:

@@ -18,7 +18,7 @@ import functools
 import io
 import json
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
@@ -309,6 +309,36 @@ class Couch:
             raw=True,
         )
         return bytes(body), headers.get("Content-Type", "application/octet-stream")
+
+    @contextlib.asynccontextmanager
+    async def open_attachment(self, db: str, doc_id: str, name: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The bytes of one attachment as they arrive (not held in memory): the answer's
+        status is checked on entry (NotFound, Unavailable …); a store failure while
+        reading raises :class:`Unavailable` from the iteration."""
+        path = f"/{quote_db(db)}/{quote_doc(doc_id)}/{quote(name, safe='')}"
+        url = URL(self.endpoint.url + path, encoded=True)
+        # identity: the bytes as stored, so their count is the stub's ``length``
+        headers = {"Accept": "*/*", "Accept-Encoding": "identity"}
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                try:
+                    response = await stack.enter_async_context(self._session.get(url, headers=headers))
+                except aiohttp.ServerDisconnectedError:
+                    self._drop_idle_connections()
+                    response = await stack.enter_async_context(self._session.get(url, headers=headers))
+                if response.status >= 400:
+                    raise translate(response.status, _reason(await response.read()) or response.reason or "", path)
+            except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
+                raise Unavailable(str(error) or type(error).__name__) from None
+
+            async def chunks() -> AsyncIterator[bytes]:
+                try:
+                    async for chunk in response.content.iter_any():
+                        yield chunk
+                except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
+                    raise Unavailable(str(error) or type(error).__name__) from None
+
+            yield chunks()
 
     async def put_attachment(
         self, db: str, doc_id: str, rev: str, name: str, data: bytes, content_type: str

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from ..documents import as_dict
+from ..documents import as_dict, as_int
 from ..start_key import StartKey
 from . import design, naming
 from .couch import Couch
@@ -26,6 +27,7 @@ from .store import Store
 
 PVT_TYPE = "mailbox_message"
 FOLDERS = ("deleted", "new", "saved")
+DEFAULT_TYPE = "application/octet-stream"
 FaultHook = Callable[[str], Awaitable[None]]
 Located = tuple[str, dict[str, Any]]
 
@@ -35,6 +37,23 @@ class Audio:
     name: str
     content_type: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    """Audio read as it arrives: ``size`` bytes from ``chunks``."""
+
+    name: str
+    content_type: str
+    size: int
+    chunks: AsyncIterator[bytes]
+
+    @classmethod
+    def of(cls, audio: Audio) -> AudioStream:
+        async def whole() -> AsyncIterator[bytes]:
+            yield audio.data
+
+        return cls(audio.name, audio.content_type, len(audio.data), whole())
 
 
 def inline_attachments(audio: Audio) -> dict[str, Any]:
@@ -127,6 +146,23 @@ class Messages:
                 if found is not None:
                     return Audio(name, found.content_type, found.data)
         return None
+
+    @contextlib.asynccontextmanager
+    async def open_audio(self, db: str, doc: dict[str, Any]) -> AsyncIterator[AudioStream | None]:
+        """The message's audio as a stream: its attachment as it arrives from the store
+        when the stub gives its length; linked (legacy) audio read whole. None when the
+        message has none."""
+        attachments = doc.get("_attachments")
+        if isinstance(attachments, dict) and attachments:
+            name = sorted(attachments)[0]
+            stub = as_dict(attachments[name])
+            length = as_int(stub.get("length"))
+            if length is not None and length >= 0:
+                async with self._couch.open_attachment(db, doc["_id"], name) as chunks:
+                    yield AudioStream(name, str(stub.get("content_type") or DEFAULT_TYPE), length, chunks)
+                return
+        audio = await self.audio(db, doc)
+        yield None if audio is None else AudioStream.of(audio)
 
     async def first_attachment(self, db: str, doc_id: str) -> Audio | None:
         """The first attachment of any document (legacy ``private_media``)."""

@@ -7,11 +7,15 @@ session. Every test gets its own account, hence its own databases.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -222,5 +226,18 @@ class LoopbackSmtp:
             self._controller = None
 
 
-__all__ = ["Api", "Reply", "assert_error", "build_multipart", "LoopbackSmtp", "make_account", "login", "stored_doc",
-           "quote_db"]
+@contextlib.contextmanager
+def smtp_tests_lock() -> Iterator[None]:
+    """One test with a voicemail-to-email worker at a time on this machine: a worker
+    sends the due emails of every account of its store, so two such tests on one CouchDB
+    (the xdist workers share ``KAZOO_VM_COUCH_URL``) would send each other's emails."""
+    with (Path(tempfile.gettempdir()) / "kazoo_vm-smtp-tests.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+__all__ = ["Api", "Reply", "assert_error", "build_multipart", "LoopbackSmtp", "make_account", "login",
+           "smtp_tests_lock", "stored_doc", "quote_db"]

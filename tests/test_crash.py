@@ -46,7 +46,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import LoopbackSmtp, Reply, build_multipart, make_account
+from conftest import LoopbackSmtp, Reply, build_multipart, make_account, smtp_tests_lock
 
 from kazoo_vm import box_message
 from kazoo_vm.config import PROJECT_ROOT, Config
@@ -864,10 +864,11 @@ class KillingRelay(LoopbackSmtp):
 
 @pytest.fixture
 def killing_relay() -> Iterator[KillingRelay]:
-    relay = KillingRelay()
-    relay.start()
-    yield relay
-    relay.stop()
+    with smtp_tests_lock():
+        relay = KillingRelay()
+        relay.start()
+        yield relay
+        relay.stop()
 
 
 async def pending_messages(lab: Lab, config: Config, box: dict[str, Any], numbers: list[str]) -> dict[str, str]:

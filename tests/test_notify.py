@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from typing import Any
@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import Api, LoopbackSmtp, login
+from conftest import Api, LoopbackSmtp, login, smtp_tests_lock
 
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
 from kazoo_vm.embedded_store import free_port
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
+from kazoo_vm.storage import naming, notifications
 
 AUDIO = b"ID3" + bytes(range(256)) * 40
 WAIT = 60.0
@@ -50,6 +50,18 @@ def relay() -> Iterator[Relay]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+async def alone_and_no_email_left(services: Services) -> AsyncIterator[None]:
+    """One such test at a time (see conftest.smtp_tests_lock); after it, once its
+    instances are closed, its undelivered emails are dropped so that the next test's
+    worker does not send them to the next test's relay."""
+    with smtp_tests_lock():
+        yield
+        rows = await services.store.couch.view(notifications.DB, notifications.DESIGN, "by_due", include_docs=True)
+        for row in rows:
+            await services.notifications.done(row["doc"])
 
 
 def notify_config(config: Config, relay: Relay) -> Config:

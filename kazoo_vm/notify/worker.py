@@ -86,11 +86,18 @@ class Notifier:
 
     async def run(self) -> None:
         """Deliver until cancelled; store or relay trouble only delays deliveries."""
+        task = asyncio.current_task()
         while True:
             try:
                 await self.round()
             except StorageError as error:
                 log.warning("notification round failed: %r", error)
+            if task is not None and task.cancelling():
+                # A stop request swallowed on its way (Python 3.11's asyncio.wait_for, which
+                # aiosmtplib uses, can lose a cancellation that races with a refused
+                # connection: the send then fails as usual) still stops the worker, which
+                # its instance's shutdown waits for.
+                raise asyncio.CancelledError
             await asyncio.sleep(self._config.notify_poll)
 
     async def round(self) -> int:

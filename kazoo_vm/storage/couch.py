@@ -13,8 +13,10 @@ translated once into :mod:`.errors`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
+import hashlib
 import io
 import json
 import weakref
@@ -36,6 +38,7 @@ JSON_HEADERS = {"Accept": "application/json"}
 # resend instead.
 REPLAYABLE = frozenset({"GET", "HEAD"})
 LARGE_BODY = 256 * 1024
+APACHE = "The Apache Software Foundation"  # the ``vendor`` of Apache CouchDB's welcome
 
 Json = Any
 QueryValue = str | int | bool | float | None | list[Any] | dict[str, Any]
@@ -70,6 +73,31 @@ def encode_params(params: Mapping[str, QueryValue]) -> dict[str, str]:
         else:
             encoded[name] = str(value)
     return encoded
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One attachment to write together with its document."""
+
+    name: str
+    content_type: str
+    data: bytes
+
+    def inline(self) -> dict[str, Any]:
+        """``_attachments`` carrying the bytes in the JSON (base64)."""
+        return {self.name: {"content_type": self.content_type, "data": base64.b64encode(self.data).decode()}}
+
+    def follows(self) -> dict[str, Any]:
+        """``_attachments`` announcing the bytes as the next multipart/related part."""
+        return {self.name: {"content_type": self.content_type, "length": len(self.data), "follows": True}}
+
+    def stub(self, *, digest: bool) -> dict[str, Any]:
+        """``_attachments`` as the store keeps them once written (pouchdb-server matches a
+        stub sent back by its digest, Apache CouchDB by name)."""
+        kept: dict[str, Any] = {"content_type": self.content_type, "length": len(self.data), "stub": True}
+        if digest:
+            kept["digest"] = "md5-" + base64.b64encode(hashlib.md5(self.data).digest()).decode()
+        return {self.name: kept}
 
 
 @dataclass(frozen=True)
@@ -120,6 +148,7 @@ class Couch:
         # process then meet as ordinary 409s (pouchdb-server can crash on two identical
         # concurrent edits of a document).
         self._writing: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+        self._binary_parts: bool | None = None  # learnt from the server's welcome
 
     async def close(self) -> None:
         await self._couchdb.close()
@@ -131,7 +160,7 @@ class Couch:
         *,
         params: Mapping[str, QueryValue] | None = None,
         json_body: Json = None,
-        data: bytes | None = None,
+        data: bytes | aiohttp.MultipartWriter | None = None,
         headers: Mapping[str, str] | None = None,
         raw: bool = False,
     ) -> tuple[int, Mapping[str, str], Any]:
@@ -146,7 +175,7 @@ class Couch:
             all_headers["Content-Type"] = "application/json"
         if data is not None:
             # aiohttp sends large bodies from a file-like object without blocking the loop.
-            kwargs["data"] = io.BytesIO(data) if len(data) > LARGE_BODY else data
+            kwargs["data"] = io.BytesIO(data) if isinstance(data, bytes) and len(data) > LARGE_BODY else data
         target = self.endpoint.url + path
         query = encode_params(params) if params else None
         if query:
@@ -230,20 +259,49 @@ class Couch:
             raise StoreFault("unexpected_response", "document is not an object")
         return doc
 
-    async def put_doc(self, db: str, doc: dict[str, Any]) -> str:
+    async def put_doc(self, db: str, doc: dict[str, Any], *, attachment: Attachment | None = None) -> str:
         """Save ``doc`` (its ``_id`` in URL and body alike); returns the new revision
         and stores it in ``doc['_rev']``. Conflicting revisions the document was read
         with (``_conflicts``, brought in by replication) are deleted once the write is
-        in: the revision CouchDB chose as winner, now updated, is the one that stays."""
+        in: the revision CouchDB chose as winner, now updated, is the one that stays.
+
+        With ``attachment``, it replaces the document's attachments in the same write
+        (one revision, never a moment without audio): as a binary part of a
+        multipart/related body on Apache CouchDB, base64 in the JSON elsewhere
+        (pouchdb-server crashes on multipart/related). ``doc['_attachments']`` then
+        holds its stub, whether the write succeeded or not."""
         losers = doc.pop("_conflicts", None)
-        async with self._write_lock(db, doc["_id"]):
-            _, _, body = await self.request(
-                "PUT", f"/{quote_db(db)}/{quote_doc(doc['_id'])}", json_body=doc
-            )
+        path = f"/{quote_db(db)}/{quote_doc(doc['_id'])}"
+        binary = attachment is not None and await self._takes_binary_parts()
+        try:
+            async with self._write_lock(db, doc["_id"]):
+                if attachment is None:
+                    _, _, body = await self.request("PUT", path, json_body=doc)
+                elif binary:
+                    with aiohttp.MultipartWriter("related") as parts:
+                        parts.append_json({**doc, "_attachments": attachment.follows()})
+                        data = attachment.data
+                        parts.append(io.BytesIO(data) if len(data) > LARGE_BODY else data,
+                                     {"Content-Type": attachment.content_type})
+                    _, _, body = await self.request("PUT", path, data=parts)
+                else:
+                    _, _, body = await self.request("PUT", path,
+                                                    json_body={**doc, "_attachments": attachment.inline()})
+        finally:
+            if attachment is not None:
+                doc["_attachments"] = attachment.stub(digest=not binary)
         doc["_rev"] = body["rev"]
         if isinstance(losers, list) and losers:
             await self._delete_revisions(db, [(doc["_id"], rev) for rev in losers if isinstance(rev, str)])
         return str(body["rev"])
+
+    async def _takes_binary_parts(self) -> bool:
+        """Whether the server is Apache CouchDB (asked once)."""
+        if self._binary_parts is None:
+            welcome = await self.info()
+            vendor = welcome.get("vendor") if isinstance(welcome, dict) else None
+            self._binary_parts = isinstance(vendor, dict) and vendor.get("name") == APACHE
+        return self._binary_parts
 
     async def _delete_revisions(self, db: str, revisions: list[tuple[str, str]]) -> None:
         """Delete losing revisions (best effort: a later write tries again)."""

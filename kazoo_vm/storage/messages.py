@@ -8,9 +8,7 @@ one ``_all_docs`` and one ``_bulk_docs`` each, whatever the count.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ from urllib.parse import unquote
 from ..documents import as_dict, as_int
 from ..start_key import StartKey
 from . import design, naming
-from .couch import Couch
+from .couch import Attachment, Couch
 from .errors import Conflict, NotFound
 from .paging import Page, RowFilter, ViewRange, read_page
 from .store import Store
@@ -38,6 +36,9 @@ class Audio:
     content_type: str
     data: bytes
 
+    def attachment(self) -> Attachment:
+        return Attachment(self.name, self.content_type, self.data)
+
 
 @dataclass(frozen=True)
 class AudioStream:
@@ -54,18 +55,6 @@ class AudioStream:
             yield audio.data
 
         return cls(audio.name, audio.content_type, len(audio.data), whole())
-
-
-def inline_attachments(audio: Audio) -> dict[str, Any]:
-    """``_attachments`` that replace every attachment with ``audio`` in the same write."""
-    return {audio.name: {"content_type": audio.content_type, "data": base64.b64encode(audio.data).decode()}}
-
-
-def stubs(audio: Audio) -> dict[str, Any]:
-    """The stub a store keeps for ``audio`` (pouchdb-server matches stubs by digest)."""
-    digest = "md5-" + base64.b64encode(hashlib.md5(audio.data).digest()).decode()
-    return {audio.name: {"content_type": audio.content_type, "digest": digest, "length": len(audio.data),
-                         "stub": True}}
 
 
 def is_message(doc: Any) -> bool:
@@ -105,11 +94,7 @@ class Messages:
         year, month = int(doc["_id"][0:4]), int(doc["_id"][4:6])
         db = await self._store.modb(account_id, year, month)
         doc["pvt_account_db"] = naming.encoded_db(db)
-        if audio is not None:
-            doc["_attachments"] = inline_attachments(audio)
-        await self._couch.put_doc(db, doc)
-        if audio is not None:
-            doc["_attachments"] = stubs(audio)
+        await self._couch.put_doc(db, doc, attachment=None if audio is None else audio.attachment())
         return db, doc
 
     async def save(self, db: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -119,11 +104,7 @@ class Messages:
     async def put_audio(self, db: str, doc: dict[str, Any], audio: Audio) -> dict[str, Any]:
         """Replace the message's attachments by ``audio`` (one write, never a moment
         without audio)."""
-        doc["_attachments"] = inline_attachments(audio)
-        try:
-            await self._couch.put_doc(db, doc)
-        finally:
-            doc["_attachments"] = stubs(audio)
+        await self._couch.put_doc(db, doc, attachment=audio.attachment())
         return doc
 
     async def audio(self, db: str, doc: dict[str, Any]) -> Audio | None:

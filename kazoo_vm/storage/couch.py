@@ -38,6 +38,8 @@ JSON_HEADERS = {"Accept": "application/json"}
 # resend instead.
 REPLAYABLE = frozenset({"GET", "HEAD"})
 LARGE_BODY = 256 * 1024
+# What the client library raises when the store cannot be reached or stops answering.
+UNREACHABLE = (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
 APACHE = "The Apache Software Foundation"  # the ``vendor`` of Apache CouchDB's welcome
 
 Json = Any
@@ -191,7 +193,7 @@ class Couch:
                 if method not in REPLAYABLE:
                     raise
                 status, response_headers, body, reason = await self._send(method, url, kwargs)
-        except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
+        except UNREACHABLE as error:
             raise Unavailable(str(error) or type(error).__name__) from None
         except (aiohttp.ClientError, ValueError) as error:
             raise StoreFault("unexpected_response", str(error)) from None
@@ -386,14 +388,14 @@ class Couch:
                     response = await stack.enter_async_context(self._session.get(url, headers=headers))
                 if response.status >= 400:
                     raise translate(response.status, _reason(await response.read()) or response.reason or "", path)
-            except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
+            except UNREACHABLE as error:
                 raise Unavailable(str(error) or type(error).__name__) from None
 
             async def chunks() -> AsyncIterator[bytes]:
                 try:
                     async for chunk in response.content.iter_any():
                         yield chunk
-                except (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as error:
+                except UNREACHABLE as error:
                     raise Unavailable(str(error) or type(error).__name__) from None
 
             yield chunks()

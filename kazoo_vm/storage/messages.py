@@ -30,14 +30,8 @@ FaultHook = Callable[[str], Awaitable[None]]
 Located = tuple[str, dict[str, Any]]
 
 
-@dataclass(frozen=True)
-class Audio:
-    name: str
-    content_type: str
-    data: bytes
-
-    def attachment(self) -> Attachment:
-        return Attachment(self.name, self.content_type, self.data)
+# A message's audio is its one attachment (name, content type, bytes).
+Audio = Attachment
 
 
 @dataclass(frozen=True)
@@ -94,7 +88,7 @@ class Messages:
         year, month = int(doc["_id"][0:4]), int(doc["_id"][4:6])
         db = await self._store.modb(account_id, year, month)
         doc["pvt_account_db"] = naming.encoded_db(db)
-        await self._couch.put_doc(db, doc, attachment=None if audio is None else audio.attachment())
+        await self._couch.put_doc(db, doc, attachment=audio)
         return db, doc
 
     async def save(self, db: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +98,7 @@ class Messages:
     async def put_audio(self, db: str, doc: dict[str, Any], audio: Audio) -> dict[str, Any]:
         """Replace the message's attachments by ``audio`` (one write, never a moment
         without audio)."""
-        await self._couch.put_doc(db, doc, attachment=audio.attachment())
+        await self._couch.put_doc(db, doc, attachment=audio)
         return doc
 
     async def audio(self, db: str, doc: dict[str, Any]) -> Audio | None:

@@ -363,8 +363,10 @@ async def _send_ranged(request: web.Request, audio: AudioStream, filename: str) 
     size = audio.size
     headers = {"Content-Disposition": f"attachment; filename={filename}", "Accept-Ranges": "bytes"}
     span = _byte_range(request.headers.get("Range", ""), size)
-    status = 206 if span is not None and span != (0, size - 1) else 200
-    start, end = span if status == 206 and span is not None else (0, size - 1)
+    if span is None or span == (0, size - 1):
+        status, start, end = 200, 0, size - 1
+    else:
+        status, (start, end) = 206, span
     if "Range" in request.headers and size:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     # The first bytes are read before the answer starts: a store that fails now is a 503

@@ -37,9 +37,12 @@ def _by_key(results: Sequence[ScenarioResult]) -> dict[str, ScenarioResult]:
 
 
 def _at(result: ScenarioResult | None, concurrency: int) -> Measurement | None:
+    """The scenario's measurement at ``concurrency`` (of its variants, the one with the
+    lowest throughput ratio)."""
     if result is None or result.error is not None:
         return None
-    return next((m for m in result.measurements if m.concurrency == concurrency), None)
+    return min((m for m in result.measurements if m.concurrency == concurrency and m.raw.rps > 0),
+               key=lambda m: m.rps_ratio, default=None)
 
 
 def _status(ok: bool | None) -> str:
@@ -56,7 +59,8 @@ def goals(results: Sequence[ScenarioResult]) -> list[Goal]:
         checks.append(Goal(f"{what} throughput (scenario {key}) at concurrency {GOAL_CONCURRENCY}",
                            f">= {READ_WRITE_RATIO}x raw CouchDB", value,
                            _status(None if value is None else value >= READ_WRITE_RATIO),
-                           "service req/s / raw req/s"))
+                           "service req/s / raw req/s"
+                           + (f", variant {measured.variant}" if measured is not None and measured.variant else "")))
     pages = found.get("3")
     growth = None
     detail = "scenario 3 not run"

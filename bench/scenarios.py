@@ -8,6 +8,7 @@ every variant at every concurrency with :func:`client.paired`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import time
@@ -15,6 +16,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+import aiohttp
 
 from kazoo_vm import documents
 from kazoo_vm.storage import design, naming
@@ -54,11 +57,29 @@ async def get_vmbox(ctx: Context, result: ScenarioResult) -> None:
     if json.loads(body)["data"].get("id") != box["_id"]:
         raise ScenarioError("GET /vmboxes/{B} did not return the box")
     await measure_all(
-        ctx, result, "",
+        ctx, result, "one box",
         raw=sender(ctx.session, ctx.couch, "GET", db_path(account.db, f"/{quote_doc(box['_id'])}")),
         service=sender(ctx.session, service, "GET", account_path(account, f"/vmboxes/{box['_id']}")),
         openers=ctx.openers(account, service),
     )
+    # Concurrent reads of one document share CouchDB requests in the service: the same
+    # reads spread over ten boxes show what it does when they cannot.
+    await measure_all(
+        ctx, result, "10 boxes",
+        raw=rotating(ctx.session, ctx.couch, [db_path(account.db, f"/{quote_doc(b['_id'])}") for b in boxes]),
+        service=rotating(ctx.session, service, [account_path(account, f"/vmboxes/{b['_id']}") for b in boxes]),
+        openers=ctx.openers(account, service),
+    )
+
+
+def rotating(session: aiohttp.ClientSession, endpoint: client.Endpoint, paths: list[str]) -> Operation:
+    """GET of each path in turn (whichever worker asks)."""
+    turn = itertools.count()
+
+    async def operation(_worker: int) -> int:
+        return len(await client.call(session, endpoint, "GET", paths[next(turn) % len(paths)]))
+
+    return operation
 
 
 # -- 2. create a message (JSON) --------------------------------------------------------

@@ -20,16 +20,17 @@ import hashlib
 import io
 import json
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 from aiocouch import CouchDB
 from yarl import URL
 
-from .errors import Conflict, NotFound, StoreFault, Unavailable
+from .coalesce import Coalescer
+from .errors import Conflict, NotFound, StorageError, StoreFault, Unavailable
 
 JSON_HEADERS = {"Accept": "application/json"}
 # Requests resent once when a pooled connection turns out closed before any answer.
@@ -44,6 +45,12 @@ APACHE = "The Apache Software Foundation"  # the ``vendor`` of Apache CouchDB's 
 
 Json = Any
 QueryValue = str | int | bool | float | None | list[Any] | dict[str, Any]
+
+# ``error`` of a ``_bulk_docs`` result → the status a lone PUT would have answered.
+BULK_ERRORS = {"conflict": 409, "forbidden": 403, "unauthorized": 401, "not_found": 404}
+# Documents written or read alone, never in a group: design documents (each is checked
+# against the files in ``couch_views/``) and local documents (no ``_all_docs`` rows).
+UNGROUPED = ("_design/", "_local/")
 
 # View query parameters whose values CouchDB expects JSON-encoded.
 JSON_PARAMS = frozenset({"key", "keys", "startkey", "endkey", "start_key", "end_key"})
@@ -151,8 +158,14 @@ class Couch:
         # concurrent edits of a document).
         self._writing: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
         self._binary_parts: bool | None = None  # learnt from the server's welcome
+        # Concurrent document reads of one database (keyed with ``conflicts``) and
+        # document writes to one database go to CouchDB together (see .coalesce).
+        self._reads: Coalescer[str, dict[str, Any]] = Coalescer(self._read_group)
+        self._writes: Coalescer[dict[str, Any], str] = Coalescer(self._write_group)
 
     async def close(self) -> None:
+        await self._reads.close()
+        await self._writes.close()
         await self._couchdb.close()
 
     async def request(
@@ -165,9 +178,11 @@ class Couch:
         data: bytes | aiohttp.MultipartWriter | None = None,
         headers: Mapping[str, str] | None = None,
         raw: bool = False,
+        replayable: bool | None = None,
     ) -> tuple[int, Mapping[str, str], Any]:
         """Send one request; ``path`` is already quoted. Returns status, headers and the
-        decoded JSON body (or the bytes when ``raw``)."""
+        decoded JSON body (or the bytes when ``raw``). ``replayable``: whether it may be
+        resent on a connection found closed (by default GET and HEAD are)."""
         all_headers = dict(JSON_HEADERS)
         if headers:
             all_headers.update(headers)
@@ -190,7 +205,7 @@ class Couch:
                 # A pooled connection the store (or a proxy) had closed: drop the idle ones
                 # so the next requests connect afresh; resend only what is safe to resend.
                 self._drop_idle_connections()
-                if method not in REPLAYABLE:
+                if not (method in REPLAYABLE if replayable is None else replayable):
                     raise
                 status, response_headers, body, reason = await self._send(method, url, kwargs)
         except UNREACHABLE as error:
@@ -255,11 +270,53 @@ class Couch:
 
     # -- documents -----------------------------------------------------------------
 
-    async def get_doc(self, db: str, doc_id: str, **params: QueryValue) -> dict[str, Any]:
-        doc = await self.get_json(f"/{quote_db(db)}/{quote_doc(doc_id)}", **params)
-        if not isinstance(doc, dict):
-            raise StoreFault("unexpected_response", "document is not an object")
+    async def get_doc(self, db: str, doc_id: str, *, conflicts: bool = False) -> dict[str, Any]:
+        """The document (with ``_conflicts`` when asked). Concurrent reads of one
+        database are sent together: see :meth:`_read_group`."""
+        if doc_id.startswith(UNGROUPED):
+            (doc,) = await self._read_group((db, conflicts), [doc_id])
+        else:
+            doc = await self._reads.submit((db, conflicts), doc_id)
+        if isinstance(doc, Exception):
+            raise doc
         return doc
+
+    async def _read_group(self, key: Hashable, doc_ids: list[str]) -> list[dict[str, Any] | Exception]:
+        """Documents of one database: one ``GET`` when all ask for the same document
+        (decoded once per asker: each gets its own copy), one ``_all_docs`` otherwise."""
+        db, conflicts = cast(tuple[str, bool], key)
+        wanted = list(dict.fromkeys(doc_ids))
+        params: dict[str, QueryValue] = {"conflicts": True} if conflicts else {}
+        if len(wanted) == 1:
+            try:
+                _, _, body = await self.request("GET", f"/{quote_db(db)}/{quote_doc(wanted[0])}",
+                                                params=params, raw=True)
+            except StorageError as error:
+                return [error] * len(doc_ids)
+            return [_document(body) for _ in doc_ids]
+        try:
+            _, _, answer = await self.request("POST", f"/{quote_db(db)}/_all_docs",
+                                              params={"include_docs": True, **params},
+                                              json_body={"keys": wanted}, replayable=True)
+            rows = {row.get("key"): row for row in answer["rows"] if isinstance(row, dict)}
+        except StorageError as error:
+            return [error] * len(doc_ids)
+        except (KeyError, TypeError):
+            return [StoreFault("unexpected_response", "_all_docs without rows")] * len(doc_ids)
+        found: list[dict[str, Any] | Exception] = []
+        given: set[str] = set()
+        for doc_id in doc_ids:
+            row = rows.get(doc_id) or {"error": "not_found"}
+            doc = row.get("doc")
+            path = f"/{quote_db(db)}/{quote_doc(doc_id)}"
+            if "error" in row:
+                found.append(NotFound(path, str(row["error"])))
+            elif not isinstance(doc, dict):  # deleted
+                found.append(NotFound(path, "deleted"))
+            else:  # a second asker of the same document gets its own copy
+                found.append(json.loads(json.dumps(doc)) if doc_id in given else doc)
+                given.add(doc_id)
+        return found
 
     async def put_doc(self, db: str, doc: dict[str, Any], *, attachment: Attachment | None = None) -> str:
         """Save ``doc`` (its ``_id`` in URL and body alike); returns the new revision
@@ -278,7 +335,7 @@ class Couch:
         try:
             async with self._write_lock(db, doc["_id"]):
                 if attachment is None:
-                    _, _, body = await self.request("PUT", path, json_body=doc)
+                    body = {"rev": await self._put_json(db, doc)}
                 elif binary:
                     with aiohttp.MultipartWriter("related") as parts:
                         parts.append_json({**doc, "_attachments": attachment.follows()})
@@ -296,6 +353,51 @@ class Couch:
         if isinstance(losers, list) and losers:
             await self._delete_revisions(db, [(doc["_id"], rev) for rev in losers if isinstance(rev, str)])
         return str(body["rev"])
+
+    async def _put_json(self, db: str, doc: dict[str, Any]) -> str:
+        """Write a document without attachments; returns its new revision. Concurrent
+        writes to one database are sent together: see :meth:`_write_group`."""
+        if doc["_id"].startswith(UNGROUPED):
+            (rev,) = await self._write_group(db, [doc])
+        else:
+            rev = await self._writes.submit(db, doc)
+        if isinstance(rev, Exception):
+            raise rev
+        return rev
+
+    async def _write_group(self, key: Hashable, docs: list[dict[str, Any]]) -> list[str | Exception]:
+        """Documents of one database: a lone one with ``PUT``, several with one
+        ``_bulk_docs`` (each document still succeeds or fails on its own, with the error
+        a ``PUT`` of it would have had). A group refused as a whole (a bad request)
+        is written one document at a time."""
+        db = str(key)
+        if len(docs) == 1:
+            doc = docs[0]
+            try:
+                _, _, body = await self.request("PUT", f"/{quote_db(db)}/{quote_doc(doc['_id'])}", json_body=doc)
+                return [str(body["rev"])]
+            except StorageError as error:
+                return [error]
+            except (KeyError, TypeError):
+                return [StoreFault("unexpected_response", "a write answered without rev")]
+        try:
+            _, _, answers = await self.request("POST", f"/{quote_db(db)}/_bulk_docs", json_body={"docs": docs})
+        except StoreFault:
+            return [(await self._write_group(db, [doc]))[0] for doc in docs]
+        except StorageError as error:
+            return [error] * len(docs)
+        if not isinstance(answers, list) or len(answers) != len(docs):
+            return [StoreFault("unexpected_response", "_bulk_docs answered another count")] * len(docs)
+        revs: list[str | Exception] = []
+        for doc, answer in zip(docs, answers, strict=True):
+            if isinstance(answer, dict) and "rev" in answer and "error" not in answer:
+                revs.append(str(answer["rev"]))
+                continue
+            code = str(answer.get("error", "")) if isinstance(answer, dict) else ""
+            reason = str(answer.get("reason") or code) if isinstance(answer, dict) else ""
+            revs.append(translate(BULK_ERRORS.get(code, 500), reason,
+                                  f"/{quote_db(db)}/{quote_doc(doc['_id'])}"))
+        return revs
 
     async def _takes_binary_parts(self) -> bool:
         """Whether the server is Apache CouchDB (asked once)."""
@@ -412,6 +514,15 @@ class Couch:
             headers={"Content-Type": content_type},
         )
         return str(body["rev"])
+
+
+def _document(body: bytes) -> dict[str, Any] | Exception:
+    """A document answer, decoded."""
+    try:
+        doc = json.loads(body)
+    except ValueError as error:
+        return StoreFault("unexpected_response", str(error))
+    return doc if isinstance(doc, dict) else StoreFault("unexpected_response", "document is not an object")
 
 
 def _reason(body: bytes) -> str | None:

@@ -20,7 +20,7 @@ from tcp_proxy import TcpProxy
 
 from kazoo_vm.services import Services
 from kazoo_vm.storage.couch import Couch
-from kazoo_vm.storage.errors import Conflict, NotFound
+from kazoo_vm.storage.errors import Conflict, NotFound, StoreFault
 
 DELAY = 0.25  # the proxy's latency, each way
 
@@ -116,3 +116,13 @@ async def test_concurrent_message_creates_are_all_stored(api: Api, vmbox: dict[s
     assert {r.status for r in replies} == {201}
     listed = (await api.get(f"/vmboxes/{vmbox['id']}/messages")).data
     assert sorted(m["media_id"] for m in listed) == sorted(r.data["media_id"] for r in replies)
+
+
+async def test_a_document_the_store_refuses_fails_alone_in_its_group(
+        slow_couch: Couch, services: Services, db: str) -> None:
+    # Apache CouchDB refuses a whole _bulk_docs for one illegal id (and writes nothing).
+    docs = [{"_id": "first"}, {"_id": "second"}, {"_id": "_illegal"}, {"_id": "third"}]
+    answers = await asyncio.gather(*(slow_couch.put_doc(db, doc) for doc in docs), return_exceptions=True)
+    assert [isinstance(a, StoreFault) for a in answers] == [False, False, True, False]
+    stored = await services.store.couch.all_docs(db, ["first", "second", "third"])
+    assert [row["doc"]["_rev"] for row in stored] == [answers[0], answers[1], answers[3]]

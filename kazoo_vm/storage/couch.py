@@ -48,6 +48,9 @@ QueryValue = str | int | bool | float | None | list[Any] | dict[str, Any]
 
 # ``error`` of a ``_bulk_docs`` result → the status a lone PUT would have answered.
 BULK_ERRORS = {"conflict": 409, "forbidden": 403, "unauthorized": 401, "not_found": 404}
+# A ``_bulk_docs`` refused before anything was written (one illegal id or too large a
+# body refuses the whole request on Apache CouchDB): its documents are sent one by one.
+REFUSED_WHOLE = frozenset({"store_400", "store_413"})
 # Documents written or read alone, never in a group: design documents (each is checked
 # against the files in ``couch_views/``) and local documents (no ``_all_docs`` rows).
 UNGROUPED = ("_design/", "_local/")
@@ -368,8 +371,8 @@ class Couch:
     async def _write_group(self, key: Hashable, docs: list[dict[str, Any]]) -> list[str | Exception]:
         """Documents of one database: a lone one with ``PUT``, several with one
         ``_bulk_docs`` (each document still succeeds or fails on its own, with the error
-        a ``PUT`` of it would have had). A group refused as a whole (a bad request)
-        is written one document at a time."""
+        a ``PUT`` of it would have had). A group refused as a whole before any write
+        (``REFUSED_WHOLE``) is sent again one document at a time."""
         db = str(key)
         if len(docs) == 1:
             doc = docs[0]
@@ -382,7 +385,9 @@ class Couch:
                 return [StoreFault("unexpected_response", "a write answered without rev")]
         try:
             _, _, answers = await self.request("POST", f"/{quote_db(db)}/_bulk_docs", json_body={"docs": docs})
-        except StoreFault:
+        except StoreFault as error:
+            if error.cause not in REFUSED_WHOLE:
+                return [error] * len(docs)
             return [(await self._write_group(db, [doc]))[0] for doc in docs]
         except StorageError as error:
             return [error] * len(docs)

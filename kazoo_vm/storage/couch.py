@@ -298,10 +298,8 @@ class Couch:
                 return [error] * len(doc_ids)
             return [_document(body) for _ in doc_ids]
         try:
-            _, _, answer = await self.request("POST", f"/{quote_db(db)}/_all_docs",
-                                              params={"include_docs": True, **params},
-                                              json_body={"keys": wanted}, replayable=True)
-            rows = {row.get("key"): row for row in answer["rows"] if isinstance(row, dict)}
+            rows = {row.get("key"): row for row in await self.all_docs(db, wanted, conflicts=conflicts)
+                    if isinstance(row, dict)}
         except StorageError as error:
             return [error] * len(doc_ids)
         except (KeyError, TypeError):
@@ -384,14 +382,14 @@ class Couch:
             except (KeyError, TypeError):
                 return [StoreFault("unexpected_response", "a write answered without rev")]
         try:
-            _, _, answers = await self.request("POST", f"/{quote_db(db)}/_bulk_docs", json_body={"docs": docs})
+            answers = await self.bulk_docs(db, docs)
         except StoreFault as error:
             if error.cause not in REFUSED_WHOLE:
                 return [error] * len(docs)
             return [(await self._write_group(db, [doc]))[0] for doc in docs]
         except StorageError as error:
             return [error] * len(docs)
-        if not isinstance(answers, list) or len(answers) != len(docs):
+        if len(answers) != len(docs):
             return [StoreFault("unexpected_response", "_bulk_docs answered another count")] * len(docs)
         revs: list[str | Exception] = []
         for doc, answer in zip(docs, answers, strict=True):
@@ -430,14 +428,15 @@ class Couch:
             lock = self._writing[(db, doc_id)] = asyncio.Lock()
         return lock
 
-    async def all_docs(self, db: str, keys: Sequence[str]) -> list[dict[str, Any]]:
-        """``_all_docs?include_docs=true&conflicts=true`` for ``keys``; one row per key,
-        in order."""
+    async def all_docs(self, db: str, keys: Sequence[str], *, conflicts: bool = True) -> list[dict[str, Any]]:
+        """``_all_docs?include_docs=true[&conflicts=true]`` for ``keys``; one row per
+        key, in order."""
         _, _, body = await self.request(
             "POST",
             f"/{quote_db(db)}/_all_docs",
-            params={"include_docs": True, "conflicts": True},
+            params={"include_docs": True, "conflicts": conflicts},
             json_body={"keys": list(keys)},
+            replayable=True,  # a read, though a POST
         )
         return list(body["rows"])
 
@@ -449,6 +448,8 @@ class Couch:
         _, _, body = await self.request(
             "POST", f"/{quote_db(db)}/_bulk_docs", json_body={"docs": list(docs)}
         )
+        if not isinstance(body, list) or not all(isinstance(result, dict) for result in body):
+            raise StoreFault("unexpected_response", "_bulk_docs answered no list of results")
         written = {result.get("id") for result in body if "error" not in result}
         await self._delete_revisions(db, [(str(doc_id), rev) for doc_id, revs in losers
                                           if doc_id in written and isinstance(revs, list)

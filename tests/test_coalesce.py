@@ -20,25 +20,34 @@ from tcp_proxy import TcpProxy
 
 from kazoo_vm.services import Services
 from kazoo_vm.storage.couch import Couch
-from kazoo_vm.storage.errors import Conflict, NotFound, StoreFault
+from kazoo_vm.storage.errors import Conflict, NotFound, StoreFault, Unavailable
 
 DELAY = 0.25  # the proxy's latency, each way
 
 
 @pytest.fixture
-async def slow_couch(couch_url: str) -> AsyncIterator[Couch]:
-    """The test store behind a proxy that holds every chunk ``DELAY`` seconds."""
+async def proxy(couch_url: str) -> AsyncIterator[TcpProxy]:
+    """A proxy to the test store that holds every chunk ``DELAY`` seconds."""
     parts = urlsplit(couch_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5984, delay=DELAY)
-    await proxy.start()
+    slow = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5984, delay=DELAY)
+    await slow.start()
+    try:
+        yield slow
+    finally:
+        await slow.stop()
+
+
+@pytest.fixture
+async def slow_couch(couch_url: str, proxy: TcpProxy) -> AsyncIterator[Couch]:
+    """The test store through ``proxy``."""
+    parts = urlsplit(couch_url)
     netloc = parts.netloc.rsplit("@", 1)
     auth = netloc[0] + "@" if len(netloc) == 2 else ""
-    couch = Couch(urlunsplit((parts.scheme, f"{auth}127.0.0.1:{proxy.port}", "", "", "")))
+    couch = Couch(urlunsplit((parts.scheme, f"{auth}127.0.0.1:{proxy.port}", "", "", "")), connect_timeout=2.0)
     try:
         yield couch
     finally:
         await couch.close()
-        await proxy.stop()
 
 
 @pytest.fixture
@@ -126,3 +135,17 @@ async def test_a_document_the_store_refuses_fails_alone_in_its_group(
     assert [isinstance(a, StoreFault) for a in answers] == [False, False, True, False]
     stored = await services.store.couch.all_docs(db, ["first", "second", "third"])
     assert [row["doc"]["_rev"] for row in stored] == [answers[0], answers[1], answers[3]]
+
+
+async def test_a_store_outage_fails_every_waiting_caller_and_the_next_reads_succeed(
+        slow_couch: Couch, proxy: TcpProxy, services: Services, db: str) -> None:
+    await services.store.couch.put_doc(db, {"_id": "doc"})
+    await services.store.couch.put_doc(db, {"_id": "other"})
+    reads = [asyncio.create_task(slow_couch.get_doc(db, doc_id)) for doc_id in ("doc", "other", "doc")]
+    await asyncio.sleep(DELAY / 2)  # the first is out, the others wait behind it
+    await proxy.stop()
+    answers = await asyncio.wait_for(asyncio.gather(*reads, return_exceptions=True), timeout=20)
+    assert [type(a) for a in answers] == [Unavailable] * 3
+    await proxy.start()
+    again = await asyncio.gather(slow_couch.get_doc(db, "doc"), slow_couch.get_doc(db, "other"))
+    assert [doc["_id"] for doc in again] == ["doc", "other"]

@@ -149,3 +149,18 @@ async def test_a_store_outage_fails_every_waiting_caller_and_the_next_reads_succ
     await proxy.start()
     again = await asyncio.gather(slow_couch.get_doc(db, "doc"), slow_couch.get_doc(db, "other"))
     assert [doc["_id"] for doc in again] == ["doc", "other"]
+
+
+async def test_closing_the_connection_cancels_every_read_waiting_or_grouped(
+        slow_couch: Couch, services: Services, db: str) -> None:
+    await services.store.couch.put_doc(db, {"_id": "doc"})
+    first = asyncio.create_task(slow_couch.get_doc(db, "doc"))
+    await asyncio.sleep(0.05)
+    grouped = [asyncio.create_task(slow_couch.get_doc(db, doc_id)) for doc_id in ("doc", "other")]
+    await asyncio.sleep(DELAY * 2.6)  # the first is back, the two go out as a group
+    late = [asyncio.create_task(slow_couch.get_doc(db, doc_id)) for doc_id in ("doc", "other")]
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(slow_couch.close(), timeout=10)
+    answers = await asyncio.wait_for(asyncio.gather(first, *grouped, *late, return_exceptions=True), timeout=10)
+    assert isinstance(answers[0], dict | Unavailable)
+    assert [type(a) for a in answers[1:]] == [asyncio.CancelledError] * 4

@@ -208,8 +208,8 @@ class Couch:
                 # A pooled connection the store (or a proxy) had closed: drop the idle ones
                 # so the next requests connect afresh; resend only what is safe to resend.
                 self._drop_idle_connections()
-                if not (method in REPLAYABLE if replayable is None else replayable):
-                    raise
+                if self._session.closed or not (method in REPLAYABLE if replayable is None else replayable):
+                    raise  # closed by close(), or not safe to resend
                 status, response_headers, body, reason = await self._send(method, url, kwargs)
         except UNREACHABLE as error:
             raise Unavailable(str(error) or type(error).__name__) from None

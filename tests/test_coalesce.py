@@ -122,7 +122,7 @@ async def test_concurrent_box_reads_each_answer_their_own_box(api: Api) -> None:
 async def test_concurrent_message_creates_are_all_stored(api: Api, vmbox: dict[str, Any]) -> None:
     replies = await asyncio.gather(*(api.put(f"/vmboxes/{vmbox['id']}/messages",
                                              {"caller_id_number": str(5550000 + n)}) for n in range(25)))
-    assert {r.status for r in replies} == {201}
+    assert [(r.status, r.body) for r in replies if r.status != 201] == []
     listed = (await api.get(f"/vmboxes/{vmbox['id']}/messages")).data
     assert sorted(m["media_id"] for m in listed) == sorted(r.data["media_id"] for r in replies)
 

@@ -18,6 +18,7 @@ from conftest import Api, LoopbackSmtp, login, smtp_tests_lock
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
 from kazoo_vm.embedded_store import free_port
+from kazoo_vm.notify.worker import Notifier, mark_pending
 from kazoo_vm.services import Services
 from kazoo_vm.storage import naming, notifications
 
@@ -207,6 +208,26 @@ async def test_message_without_audio_is_not_notified_until_audio_comes(notify_ap
     await notify_api.call("PUT", f"/vmboxes/{box['id']}/messages/{media_id}/raw", body=AUDIO,
                           headers={"Content-Type": "audio/mpeg"})
     await until(lambda: _count(relay, 1))
+
+
+async def test_a_round_between_the_pointer_and_the_pending_mark_loses_no_email(
+        api: Api, config: Config, services: Services, relay: Relay) -> None:
+    # The upload handler writes the pointer, then marks the message pending: a worker's
+    # round can fall between the two writes and see a message with nothing pending.
+    box = await make_box(api, services)
+    media_id = (await api.put(f"/vmboxes/{box['id']}/messages", {"caller_id_number": "6002"})).data["media_id"]
+    await services.notifications.schedule(api.account_id, media_id)
+    notifier = Notifier(notify_config(config, relay), services)
+    await notifier.round()
+    db, doc = await services.messages.fetch(api.account_id, media_id)
+    mark_pending(doc)
+    await services.messages.save(db, doc)
+
+    async def delivered() -> bool:
+        await notifier.round()
+        return await _count(relay, 1)
+
+    await until(delivered)
 
 
 async def test_relay_down_keeps_message_and_delivers_when_back(notify_api: Api, services: Services,

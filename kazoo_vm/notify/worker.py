@@ -117,14 +117,13 @@ class Notifier:
         try:
             db, doc = await messages.fetch(account_id, message_id)
         except NotFound:
-            if time.time() - float(pointer.get("created") or 0) > ORPHAN_AGE:
-                await notifications.done(pointer)  # the message never came, or is gone
-            else:
-                await notifications.postpone(pointer, time.time() + self._config.notify_poll)
+            await self._drop_or_wait(pointer)  # the message never came, is gone, or is on its way
             return
         state = notify_of(doc)
         if state.get("status") not in ("pending", "sending"):
-            await notifications.done(pointer)
+            # Nothing due, or not yet: the pointer is written before the message is marked
+            # pending, so a round between the two writes sees the message without it.
+            await self._drop_or_wait(pointer)
             return
         claim = as_dict(doc.get("pvt_notify_claim"))
         if claim.get("by") not in (None, self.instance) and float(claim.get("until") or 0) > time.time():
@@ -143,6 +142,15 @@ class Notifier:
             # instead of waiting for the lease to run out
             await self._release(db, doc["_id"])
             raise
+
+    async def _drop_or_wait(self, pointer: dict[str, Any]) -> None:
+        """A pointer whose message has nothing pending: dropped once older than
+        ``ORPHAN_AGE``, looked at again next round until then."""
+        notifications = self._services.notifications
+        if time.time() - float(pointer.get("created") or 0) > ORPHAN_AGE:
+            await notifications.done(pointer)
+        else:
+            await notifications.postpone(pointer, time.time() + self._config.notify_poll)
 
     async def _release(self, db: str, message_id: str) -> None:
         """Drop this instance's claim on a message it stopped sending (best effort: an

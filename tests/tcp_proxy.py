@@ -5,6 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlsplit, urlunsplit
+
+
+def through(url: str, port: int) -> str:
+    """``url`` (credentials kept) with its host and port replaced by a loopback proxy's."""
+    parts = urlsplit(url)
+    auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return urlunsplit((parts.scheme, f"{auth}127.0.0.1:{port}", "", "", ""))
 
 
 class TcpProxy:

@@ -12,11 +12,11 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import Api
-from tcp_proxy import TcpProxy
+from tcp_proxy import TcpProxy, through
 
 from kazoo_vm.services import Services
 from kazoo_vm.storage.couch import Couch
@@ -40,10 +40,7 @@ async def proxy(couch_url: str) -> AsyncIterator[TcpProxy]:
 @pytest.fixture
 async def slow_couch(couch_url: str, proxy: TcpProxy) -> AsyncIterator[Couch]:
     """The test store through ``proxy``."""
-    parts = urlsplit(couch_url)
-    netloc = parts.netloc.rsplit("@", 1)
-    auth = netloc[0] + "@" if len(netloc) == 2 else ""
-    couch = Couch(urlunsplit((parts.scheme, f"{auth}127.0.0.1:{proxy.port}", "", "", "")), connect_timeout=2.0)
+    couch = Couch(through(couch_url, proxy.port), connect_timeout=2.0)
     try:
         yield couch
     finally:

@@ -29,14 +29,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import make_account
-from tcp_proxy import TcpProxy
+from tcp_proxy import TcpProxy, through
 
 from kazoo_vm import appkeys
 from kazoo_vm.app import create_app
@@ -160,9 +160,7 @@ class Store:
 
     @property
     def url(self) -> str:
-        parts = urlsplit(self.upstream)
-        auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-        return urlunsplit((parts.scheme, f"{auth}127.0.0.1:{self.proxy.port}", "", "", ""))
+        return through(self.upstream, self.proxy.port)
 
 
 @pytest.fixture

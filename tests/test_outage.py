@@ -13,11 +13,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import Api, assert_error, login, make_account
-from tcp_proxy import TcpProxy
+from tcp_proxy import TcpProxy, through
 
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
@@ -39,10 +39,7 @@ async def outage(tmp_path: Path) -> AsyncIterator[Outage]:
         parts = urlsplit(configured)
         proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5984)
         await proxy.start()
-        netloc = parts.netloc.rsplit("@", 1)
-        auth = netloc[0] + "@" if len(netloc) == 2 else ""
-        url = urlunsplit((parts.scheme, f"{auth}127.0.0.1:{proxy.port}", "", "", ""))
-        yield Outage(url, proxy.stop, proxy.start)
+        yield Outage(through(configured, proxy.port), proxy.stop, proxy.start)
         await proxy.stop()
         return
     store = EmbeddedStore(data_dir=tmp_path / "store")

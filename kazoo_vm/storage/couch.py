@@ -1,13 +1,30 @@
 """The one place that sends requests to CouchDB.
 
-The connection (session, credentials, timeouts) is an ``aiocouch.CouchDB``. Its
-request and document-level APIs are bypassed on purpose: it builds ``_all_docs``/``_bulk_docs``
-URLs without quoting slash-named databases (``account/ab/cd/...``), decodes JSON only
-when the server labels it ``application/json`` (pouchdb-server does not unless asked),
-caches documents in a way that hides revisions, and decodes every answer twice. Every
-request therefore goes straight through its aiohttp session with the database name
-quoted here, ``Accept: application/json`` always sent, the body decoded once, and errors
-translated once into :mod:`.errors`.
+Requests go through aiohttp client sessions of this module's own (one per CouchDB node),
+with the database name quoted here (``account/ab/cd/...`` names need it),
+``Accept: application/json`` always sent (pouchdb-server labels JSON ``text/plain``
+otherwise), the body decoded once, and errors translated once into :mod:`.errors`.
+(aiocouch, used before, was dropped: kazoo_vm needed none of its document API and had
+to reach into its private session to send requests of its own.)
+
+On a CouchDB cluster (every document on ``n`` nodes):
+
+* **Writes ask for every copy** (``w`` = the database's ``n``). A write answered 201 is
+  then on every copy, so the next read of any kind (a document, ``_all_docs``, a view),
+  through any node and from any copy, sees it.
+* **202** (fewer copies than asked) means a copy was not written: its node is down, or
+  it had already taken another write of the same revision (two nodes accepted writes of
+  one revision: a conflict). The write is *settled* at once (:meth:`Couch._settle`): the
+  document's leaves are read from every copy, and the write stands only when its branch
+  is the one CouchDB itself makes the winner; a losing write deletes its own branch and
+  raises :class:`Conflict`, a winning one deletes the losers. So two racing writers never
+  both succeed, whichever nodes they went through.
+* **Conflicts found on reading** (``conflicts=True``) are resolved the same way: the
+  winning revision stays, the others are deleted.
+* **Several nodes** may be given (``KAZOO_VM_COUCH_URL`` with URLs separated by commas).
+  A node that cannot be reached is skipped for ``NODE_RETRY`` seconds; a request that never
+  reached it goes to the next node at once, and so does a read cut short. Requests are
+  sent to the first node that is up, so one instance keeps to one node while it answers.
 """
 
 from __future__ import annotations
@@ -19,34 +36,44 @@ import functools
 import hashlib
 import io
 import json
+import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
-from aiocouch import CouchDB
 from yarl import URL
 
 from .coalesce import Coalescer
 from .errors import Conflict, NotFound, StorageError, StoreFault, Unavailable
 
+log = logging.getLogger(__name__)
+
 JSON_HEADERS = {"Accept": "application/json"}
-# Requests resent once when a pooled connection turns out closed before any answer.
-# Writes are not: a PUT or DELETE the store applied before the connection broke would
-# be answered 409 on its replay, so a failed write is reported (503) for the client to
-# resend instead.
+# Requests resent when their connection broke before any answer, to the same node (a
+# pooled connection the server had closed) or the next one. Writes are not: one the
+# store applied before the connection broke would be answered 409 on its replay, so a
+# failed write is reported (503) for the client to resend instead.
 REPLAYABLE = frozenset({"GET", "HEAD"})
 LARGE_BODY = 256 * 1024
 # What the client library raises when the store cannot be reached or stops answering.
 UNREACHABLE = (TimeoutError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)
+# ... and the part of it that means the request never reached the node (safe to send to another).
+NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+# Answers after which a read is tried on the next node (the node answered, but for the
+# cluster: e.g. a coordinator that lost the nodes of a shard range).
+NODE_TROUBLE = frozenset({500, 502, 503, 504})
+# Seconds a node that could not be reached is skipped (it is tried again after that).
+NODE_RETRY = 1.0
 APACHE = "The Apache Software Foundation"  # the ``vendor`` of Apache CouchDB's welcome
 
 Json = Any
 QueryValue = str | int | bool | float | None | list[Any] | dict[str, Any]
 
-# ``error`` of a ``_bulk_docs`` result → the status a lone PUT would have answered.
+# ``error`` of a ``_bulk_docs`` result → the status a lone write would have answered.
 BULK_ERRORS = {"conflict": 409, "forbidden": 403, "unauthorized": 401, "not_found": 404}
 # A ``_bulk_docs`` refused before anything was written (one illegal id or too large a
 # body refuses the whole request on Apache CouchDB): its documents are sent one by one.
@@ -56,6 +83,8 @@ CREATE_RACE_PAUSES = (0.05, 0.1, 0.2, 0.3, 0.4)
 # Documents written or read alone, never in a group: design documents (each is checked
 # against the files in ``couch_views/``) and local documents (no ``_all_docs`` rows).
 UNGROUPED = ("_design/", "_local/")
+# Databases whose ``n`` this process remembers (beyond that the memory starts afresh).
+COPIES_REMEMBERED = 10_000
 
 # View query parameters whose values CouchDB expects JSON-encoded.
 JSON_PARAMS = frozenset({"key", "keys", "startkey", "endkey", "start_key", "end_key"})
@@ -124,7 +153,7 @@ class CouchEndpoint:
 
     @classmethod
     def parse(cls, url: str) -> CouchEndpoint:
-        parts = urlsplit(url.rstrip("/"))
+        parts = urlsplit(url.strip().rstrip("/"))
         host = parts.hostname or "127.0.0.1"
         netloc = f"[{host}]" if ":" in host else host
         if parts.port:
@@ -134,30 +163,66 @@ class CouchEndpoint:
         password = unquote(parts.password) if parts.password else None
         return cls(url=clean, user=user, password=password)
 
+    @classmethod
+    def parse_nodes(cls, urls: str) -> list[CouchEndpoint]:
+        """``KAZOO_VM_COUCH_URL``: one URL, or the nodes of one cluster separated by
+        commas; a node given without credentials uses the first node's."""
+        nodes = [cls.parse(part) for part in urls.split(",") if part.strip()]
+        if not nodes:
+            raise ValueError("no CouchDB URL")
+        first = nodes[0]
+        return [node if node.user is not None else replace(node, user=first.user, password=first.password)
+                for node in nodes]
+
+    def with_credentials(self) -> str:
+        """The URL with its credentials (for CouchDB's own replicator)."""
+        if self.user is None:
+            return self.url
+        parts = urlsplit(self.url)
+        auth = quote(self.user, safe="") + ":" + quote(self.password or "", safe="")
+        return urlunsplit((parts.scheme, f"{auth}@{parts.netloc}", parts.path, "", ""))
+
+
+def _ancestry(leaf: dict[str, Any]) -> list[str]:
+    """``pos-hash`` revisions of a leaf from ``open_revs`` with ``revs=true``, newest first."""
+    revisions = leaf.get("_revisions")
+    if not isinstance(revisions, dict):
+        return [str(leaf.get("_rev"))]
+    start, ids = revisions.get("start"), revisions.get("ids")
+    if not isinstance(start, int) or not isinstance(ids, list):
+        return [str(leaf.get("_rev"))]
+    return [f"{start - index}-{rev_hash}" for index, rev_hash in enumerate(ids)]
+
+
+def _winning_order(leaf: dict[str, Any]) -> tuple[bool, int, str]:
+    """CouchDB's choice of the winning revision: a live leaf before a deleted one, then
+    the longer history, then the greater revision hash."""
+    position, _, rev_hash = str(leaf.get("_rev")).partition("-")
+    return (not leaf.get("_deleted"), int(position) if position.isdigit() else 0, rev_hash)
+
+
+def _generation(rev: str | None) -> int:
+    position = (rev or "0").partition("-")[0]
+    return int(position) if position.isdigit() else 0
+
 
 class Couch:
-    """A CouchDB server. Methods raise :class:`NotFound`, :class:`Conflict`,
+    """A CouchDB server or cluster. Methods raise :class:`NotFound`, :class:`Conflict`,
     :class:`Unavailable` or :class:`StoreFault`, never a client library error."""
 
     def __init__(self, url: str, *, timeout: float = 30.0, connect_timeout: float = 3.0) -> None:
-        self.endpoint = CouchEndpoint.parse(url)
+        self.nodes = CouchEndpoint.parse_nodes(url)
+        self.endpoint = self.nodes[0]
         # ``connect`` would also count the wait for a free pooled connection: under many
         # concurrent requests that wait is load, not an unreachable CouchDB, so only the
         # socket connect itself is bounded.
-        client_timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=connect_timeout, sock_read=timeout
-        )
-        self._couchdb = CouchDB(
-            self.endpoint.url,
-            user=self.endpoint.user,
-            password=self.endpoint.password,
-            timeout=client_timeout,
-        )
-        # Its session (credentials, timeouts, connection pool) sends every request.
-        self._session: aiohttp.ClientSession = self._couchdb._server._http_session
-        # aiohttp replays PUT and DELETE too (HTTP calls them idempotent; with CouchDB's
-        # revisions they are not): replays are decided in ``request``.
-        self._session._retry_connection = False
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=connect_timeout,
+                                              sock_read=timeout)
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._skip_until: dict[str, float] = {}  # node URL → when it is tried first again
+        self._copies: dict[str, int] = {}  # database → its ``n``
+        self._closed = False
         # One write at a time per document from this process: racing requests of one
         # process then meet as ordinary 409s (pouchdb-server can crash on two identical
         # concurrent edits of a document).
@@ -169,9 +234,63 @@ class Couch:
         self._writes: Coalescer[dict[str, Any], str] = Coalescer(self._write_group)
 
     async def close(self) -> None:
+        self._closed = True
         await self._reads.close()
         await self._writes.close()
-        await self._couchdb.close()
+        for task in list(self._retiring):
+            task.cancel()
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
+        for task in list(self._retiring):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- nodes and sessions --------------------------------------------------------
+
+    def _session(self, node: CouchEndpoint) -> aiohttp.ClientSession:
+        if self._closed:
+            raise Unavailable("the CouchDB client is closed")
+        session = self._sessions.get(node.url)
+        if session is None:
+            auth = None if node.user is None else aiohttp.BasicAuth(node.user, node.password or "")
+            session = self._sessions[node.url] = aiohttp.ClientSession(auth=auth, timeout=self._timeout)
+        return session
+
+    def _in_order(self) -> list[CouchEndpoint]:
+        """The nodes to try, in order: those not being skipped as given, then the others
+        (still worth a try when nothing else answers)."""
+        if len(self.nodes) == 1:
+            return self.nodes
+        now = time.monotonic()
+        up = [node for node in self.nodes if self._skip_until.get(node.url, 0.0) <= now]
+        return up + [node for node in self.nodes if node not in up]
+
+    def _unreachable(self, node: CouchEndpoint, session: aiohttp.ClientSession, error: BaseException) -> None:
+        """``node`` failed a request: skip it for a while, and connect afresh when it is
+        used again (its pooled connections may all be dead: a restarted node)."""
+        if self._skip_until.get(node.url, 0.0) <= time.monotonic():
+            log.warning("CouchDB node %s unreachable (%s): skipped for %.1f s",
+                        node.url, str(error) or type(error).__name__, NODE_RETRY)
+        self._skip_until[node.url] = time.monotonic() + NODE_RETRY
+        if self._sessions.get(node.url) is session:
+            del self._sessions[node.url]
+            # requests still out on the old session finish on it; it is closed after them
+            task = asyncio.get_running_loop().create_task(self._retire(session))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, session: aiohttp.ClientSession) -> None:
+        try:
+            await asyncio.sleep(self._timeout.sock_read or 30.0)
+        finally:
+            await session.close()
+
+    def _answered(self, node: CouchEndpoint) -> None:
+        if node.url in self._skip_until:
+            del self._skip_until[node.url]
+
+    # -- requests ------------------------------------------------------------------
 
     async def request(
         self,
@@ -187,7 +306,8 @@ class Couch:
     ) -> tuple[int, Mapping[str, str], Any]:
         """Send one request; ``path`` is already quoted. Returns status, headers and the
         decoded JSON body (or the bytes when ``raw``). ``replayable``: whether it may be
-        resent on a connection found closed (by default GET and HEAD are)."""
+        resent when its connection broke (by default GET and HEAD may); a request that
+        never reached a node is always sent to the next."""
         all_headers = dict(JSON_HEADERS)
         if headers:
             all_headers.update(headers)
@@ -198,25 +318,44 @@ class Couch:
         if data is not None:
             # aiohttp sends large bodies from a file-like object without blocking the loop.
             kwargs["data"] = io.BytesIO(data) if isinstance(data, bytes) and len(data) > LARGE_BODY else data
-        target = self.endpoint.url + path
+        target = path
         query = encode_params(params) if params else None
         if query:
             target += "?" + urlencode(query, safe="", quote_via=quote)
-        url = URL(target, encoded=True)
-        try:
+        resend = method in REPLAYABLE if replayable is None else replayable
+        answer: tuple[int, Mapping[str, str], bytes, str] | None = None
+        failure: BaseException | None = None
+        nodes = self._in_order()
+        for attempt, node in enumerate([nodes[0], *nodes] if resend else nodes):
+            session = self._session(node)
             try:
-                status, response_headers, body, reason = await self._send(method, url, kwargs)
-            except aiohttp.ServerDisconnectedError:
-                # A pooled connection the store (or a proxy) had closed: drop the idle ones
-                # so the next requests connect afresh; resend only what is safe to resend.
-                self._drop_idle_connections()
-                if self._session.closed or not (method in REPLAYABLE if replayable is None else replayable):
-                    raise  # closed by close(), or not safe to resend
-                status, response_headers, body, reason = await self._send(method, url, kwargs)
-        except UNREACHABLE as error:
-            raise Unavailable(str(error) or type(error).__name__) from None
-        except (aiohttp.ClientError, ValueError) as error:
-            raise StoreFault("unexpected_response", str(error)) from None
+                answer = await self._send(session, method, URL(node.url + target, encoded=True), kwargs)
+            except NOT_SENT as error:
+                self._unreachable(node, session, error)
+                failure = error
+                continue
+            except UNREACHABLE as error:
+                # the same node once more first: a pooled connection it had closed
+                if attempt or len(nodes) > 1 or not isinstance(error, aiohttp.ServerDisconnectedError):
+                    self._unreachable(node, session, error)
+                failure = error
+                if resend and not self._closed:
+                    continue
+                raise Unavailable(str(error) or type(error).__name__) from None
+            except (aiohttp.ClientError, ValueError) as error:
+                raise StoreFault("unexpected_response", str(error)) from None
+            except RuntimeError as error:  # a session closed under the request by close()
+                if not self._closed:
+                    raise
+                raise Unavailable(str(error)) from None
+            self._answered(node)
+            if answer[0] in NODE_TROUBLE and resend and node is not nodes[-1]:
+                failure = translate(answer[0], _reason(answer[2]) or answer[3], path)
+                continue
+            break
+        if answer is None:
+            raise Unavailable(str(failure) or type(failure).__name__ if failure else "no CouchDB node answered")
+        status, response_headers, body, reason = answer
         if status >= 400:
             raise translate(status, _reason(body) or reason, path)
         if raw:
@@ -227,23 +366,12 @@ class Couch:
             raise StoreFault("unexpected_response", str(error)) from None
         return status, response_headers, decoded
 
-    async def _send(self, method: str, url: URL,
+    async def _send(self, session: aiohttp.ClientSession, method: str, url: URL,
                     kwargs: dict[str, Any]) -> tuple[int, Mapping[str, str], bytes, str]:
         if isinstance(kwargs.get("data"), io.BytesIO):
             kwargs["data"].seek(0)
-        async with self._session.request(method, url, **kwargs) as response:
+        async with session.request(method, url, **kwargs) as response:
             return response.status, response.headers, await response.read(), response.reason or ""
-
-    def _drop_idle_connections(self) -> None:
-        """Close the pooled idle connections (aiohttp has no public call for it)."""
-        connector = self._session.connector
-        idle = getattr(connector, "_conns", None)
-        if not isinstance(idle, dict):
-            return
-        for connections in list(idle.values()):
-            for protocol, _since in list(connections):
-                protocol.close()
-        idle.clear()
 
     async def get_json(self, path: str, **params: QueryValue) -> Json:
         return (await self.request("GET", path, params=params))[2]
@@ -281,20 +409,45 @@ class Couch:
         return True
 
     async def delete_db(self, db: str) -> None:
+        self._copies.pop(db, None)
         with contextlib.suppress(NotFound):
             await self.request("DELETE", f"/{quote_db(db)}")
+
+    async def copies(self, db: str) -> int:
+        """How many copies of each document of ``db`` CouchDB keeps (its ``n``: 1 on a
+        single node and on pouchdb-server). Asked once per database."""
+        known = self._copies.get(db)
+        if known is None:
+            info = await self.get_json(f"/{quote_db(db)}")
+            cluster = info.get("cluster") if isinstance(info, dict) else None
+            n = cluster.get("n") if isinstance(cluster, dict) else None
+            known = n if isinstance(n, int) and n > 0 else 1
+            if len(self._copies) >= COPIES_REMEMBERED:
+                self._copies.clear()
+            self._copies[db] = known
+        return known
+
+    async def _every_copy(self, db: str) -> dict[str, QueryValue]:
+        """``w`` for a write to be answered 201 only once every copy has it."""
+        n = await self.copies(db)
+        return {"w": n} if n > 1 else {}
 
     # -- documents -----------------------------------------------------------------
 
     async def get_doc(self, db: str, doc_id: str, *, conflicts: bool = False) -> dict[str, Any]:
-        """The document (with ``_conflicts`` when asked). Concurrent reads of one
-        database are sent together: see :meth:`_read_group`."""
+        """The document. Concurrent reads of one database are sent together: see
+        :meth:`_read_group`. With ``conflicts``, conflicting revisions found are resolved
+        (the winning revision stays, the others are deleted) and not returned."""
         if doc_id.startswith(UNGROUPED):
             (doc,) = await self._read_group((db, conflicts), [doc_id])
         else:
             doc = await self._reads.submit((db, conflicts), doc_id)
         if isinstance(doc, Exception):
             raise doc
+        losers = doc.pop("_conflicts", None)
+        if isinstance(losers, list) and losers:
+            log.info("resolving %d conflicting revisions of %s in %s", len(losers), doc_id, db)
+            await self._delete_revisions(db, [(doc_id, rev) for rev in losers if isinstance(rev, str)])
         return doc
 
     async def _read_group(self, key: Hashable, doc_ids: list[str]) -> list[dict[str, Any] | Exception]:
@@ -335,8 +488,7 @@ class Couch:
     async def put_doc(self, db: str, doc: dict[str, Any], *, attachment: Attachment | None = None) -> str:
         """Save ``doc`` (its ``_id`` in URL and body alike); returns the new revision
         and stores it in ``doc['_rev']``. Conflicting revisions the document was read
-        with (``_conflicts``, brought in by replication) are deleted once the write is
-        in: the revision CouchDB chose as winner, now updated, is the one that stays.
+        with (``_conflicts``) are deleted once the write is in.
 
         With ``attachment``, it replaces the document's attachments in the same write
         (one revision, never a moment without audio): as a binary part of a
@@ -344,29 +496,38 @@ class Couch:
         (pouchdb-server crashes on multipart/related). ``doc['_attachments']`` then
         holds its stub, whether the write succeeded or not."""
         losers = doc.pop("_conflicts", None)
-        path = f"/{quote_db(db)}/{quote_doc(doc['_id'])}"
         binary = attachment is not None and await self._takes_binary_parts()
         try:
             async with self._write_lock(db, doc["_id"]):
                 if attachment is None:
-                    body = {"rev": await self._put_json(db, doc)}
+                    rev = await self._put_json(db, doc)
                 elif binary:
-                    with aiohttp.MultipartWriter("related") as parts:
-                        parts.append_json({**doc, "_attachments": attachment.follows()})
-                        data = attachment.data
-                        parts.append(io.BytesIO(data) if len(data) > LARGE_BODY else data,
-                                     {"Content-Type": attachment.content_type})
-                    _, _, body = await self.request("PUT", path, data=parts)
+                    rev = await self._put_multipart(db, doc, attachment)
                 else:
-                    _, _, body = await self.request("PUT", path,
-                                                    json_body={**doc, "_attachments": attachment.inline()})
+                    (written,) = await self._write_group(db, [{**doc, "_attachments": attachment.inline()}])
+                    if isinstance(written, Exception):
+                        raise written
+                    rev = written
         finally:
             if attachment is not None:
                 doc["_attachments"] = attachment.stub(digest=not binary)
-        doc["_rev"] = body["rev"]
+        doc["_rev"] = rev
         if isinstance(losers, list) and losers:
             await self._delete_revisions(db, [(doc["_id"], rev) for rev in losers if isinstance(rev, str)])
-        return str(body["rev"])
+        return rev
+
+    async def _put_multipart(self, db: str, doc: dict[str, Any], attachment: Attachment) -> str:
+        with aiohttp.MultipartWriter("related") as parts:
+            parts.append_json({**doc, "_attachments": attachment.follows()})
+            data = attachment.data
+            parts.append(io.BytesIO(data) if len(data) > LARGE_BODY else data,
+                         {"Content-Type": attachment.content_type})
+        status, _, body = await self.request("PUT", f"/{quote_db(db)}/{quote_doc(doc['_id'])}",
+                                             params=await self._every_copy(db), data=parts)
+        rev = str(body["rev"])
+        if status == 202:
+            await self._settle(db, doc["_id"], rev, doc.get("_rev"))
+        return rev
 
     async def _put_json(self, db: str, doc: dict[str, Any]) -> str:
         """Write a document without attachments; returns its new revision. Concurrent
@@ -380,16 +541,22 @@ class Couch:
         return rev
 
     async def _write_group(self, key: Hashable, docs: list[dict[str, Any]]) -> list[str | Exception]:
-        """Documents of one database: a lone one with ``PUT``, several with one
+        """Documents of one database: a lone one with ``POST /db``, several with one
         ``_bulk_docs`` (each document still succeeds or fails on its own, with the error
-        a ``PUT`` of it would have had). A group refused as a whole before any write
-        (``REFUSED_WHOLE``) is sent again one document at a time."""
+        a lone write of it would have had). A group refused as a whole before any write
+        (``REFUSED_WHOLE``) is sent again one document at a time. (``POST``, not ``PUT``:
+        aiohttp resends a ``PUT`` whose pooled connection broke, which CouchDB would
+        answer 409 when the first one was applied.)"""
         db = str(key)
         if len(docs) == 1:
             doc = docs[0]
             try:
-                _, _, body = await self.request("PUT", f"/{quote_db(db)}/{quote_doc(doc['_id'])}", json_body=doc)
-                return [str(body["rev"])]
+                status, _, body = await self.request("POST", f"/{quote_db(db)}",
+                                                     params=await self._every_copy(db), json_body=doc)
+                rev = str(body["rev"])
+                if status == 202:
+                    await self._settle(db, doc["_id"], rev, doc.get("_rev"))
+                return [rev]
             except StorageError as error:
                 return [error]
             except (KeyError, TypeError):
@@ -411,9 +578,48 @@ class Couch:
                 continue
             code = str(answer.get("error", "")) if isinstance(answer, dict) else ""
             reason = str(answer.get("reason") or code) if isinstance(answer, dict) else ""
-            revs.append(translate(BULK_ERRORS.get(code, 500), reason,
-                                  f"/{quote_db(db)}/{quote_doc(doc['_id'])}"))
+            status = 503 if code == "unavailable" else BULK_ERRORS.get(code, 500)
+            revs.append(translate(status, reason, f"/{quote_db(db)}/{quote_doc(doc['_id'])}"))
         return revs
+
+    async def _settle(self, db: str, doc_id: str, rev: str, parent: str | None) -> None:
+        """Decide a write CouchDB accepted on fewer copies than asked (202).
+
+        The document's leaves are read from every copy (``open_revs=all``, ``r`` = n).
+        The leaves grown from ``parent`` (the revision written on; any leaf for a new
+        document) form branches, each started by one write; the write of ``rev`` stands
+        when its branch holds the winner CouchDB picks among them (a deletion stands
+        when the winner is deleted too). A standing write deletes the live leaves of the
+        other branches; a losing one deletes its own and raises :class:`Conflict`. Both
+        racing writers read the same leaves (each was answered only after every copy had
+        decided between them), so exactly one of them stands.
+
+        Raises :class:`Unavailable` when no readable copy holds the write (the copies
+        that took it are down): its outcome is unknown."""
+        path = f"/{quote_db(db)}/{quote_doc(doc_id)}"
+        _, _, body = await self.request("GET", path, params={"open_revs": "all", "revs": True,
+                                                             "r": await self.copies(db)})
+        leaves = [entry["ok"] for entry in body if isinstance(entry, dict) and isinstance(entry.get("ok"), dict)] \
+            if isinstance(body, list) else []
+        depth = _generation(parent)
+        branches: list[tuple[str, dict[str, Any]]] = []
+        for leaf in leaves:
+            ancestry = _ancestry(leaf)
+            index = _generation(str(leaf.get("_rev"))) - depth - 1
+            if (parent is None or parent in ancestry) and 0 <= index < len(ancestry):
+                branches.append((ancestry[index], leaf))
+        mine = [leaf for first, leaf in branches if first == rev]
+        if not mine:
+            raise Unavailable(f"{path}: written on copies that cannot be read now")
+        winner_first, winner = max(branches, key=lambda branch: _winning_order(branch[1]))
+        deleting = bool(mine[0].get("_deleted")) and _generation(str(mine[0].get("_rev"))) == _generation(rev)
+        if winner_first == rev or (deleting and winner.get("_deleted")):
+            others = [leaf for first, leaf in branches if first != rev and not leaf.get("_deleted")]
+            await self._delete_revisions(db, [(doc_id, str(leaf["_rev"])) for leaf in others])
+            return
+        log.info("write %s of %s in %s lost to %s on another copy", rev, doc_id, db, winner.get("_rev"))
+        await self._delete_revisions(db, [(doc_id, str(leaf["_rev"])) for leaf in mine if not leaf.get("_deleted")])
+        raise Conflict(path, "conflict: another write of the same revision won on another copy")
 
     async def _takes_binary_parts(self) -> bool:
         """Whether the server is Apache CouchDB (asked once)."""
@@ -424,16 +630,18 @@ class Couch:
         return self._binary_parts
 
     async def _delete_revisions(self, db: str, revisions: list[tuple[str, str]]) -> None:
-        """Delete losing revisions (best effort: a later write tries again)."""
+        """Delete losing revisions (best effort: a later read or write tries again)."""
         if not revisions:
             return
         deletions = [{"_id": doc_id, "_rev": rev, "_deleted": True} for doc_id, rev in revisions]
-        with contextlib.suppress(NotFound, Conflict, StoreFault):
-            await self.request("POST", f"/{quote_db(db)}/_bulk_docs", json_body={"docs": deletions})
+        with contextlib.suppress(StorageError):
+            await self.request("POST", f"/{quote_db(db)}/_bulk_docs", params=await self._every_copy(db),
+                               json_body={"docs": deletions})
 
     async def delete_doc(self, db: str, doc_id: str, rev: str) -> None:
+        """Delete the document at revision ``rev`` (Conflict when it is not current)."""
         async with self._write_lock(db, doc_id):
-            await self.request("DELETE", f"/{quote_db(db)}/{quote_doc(doc_id)}", params={"rev": rev})
+            await self._put_json(db, {"_id": doc_id, "_rev": rev, "_deleted": True})
 
     def _write_lock(self, db: str, doc_id: str) -> asyncio.Lock:
         lock = self._writing.get((db, doc_id))
@@ -455,19 +663,37 @@ class Couch:
 
     async def bulk_docs(self, db: str, docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """``_bulk_docs``; one result per document (``rev`` or ``error``), in order.
-        Conflicting revisions the documents were read with are deleted afterwards for
-        the documents that were written (see :meth:`put_doc`)."""
+        Results accepted on fewer copies than asked are settled (see :meth:`_settle`):
+        a losing one becomes ``error: conflict``. Conflicting revisions the documents
+        were read with are deleted afterwards for the documents that were written."""
         losers = [(doc.get("_id"), doc.pop("_conflicts", None)) for doc in docs]
-        _, _, body = await self.request(
-            "POST", f"/{quote_db(db)}/_bulk_docs", json_body={"docs": list(docs)}
+        status, _, body = await self.request(
+            "POST", f"/{quote_db(db)}/_bulk_docs", params=await self._every_copy(db),
+            json_body={"docs": list(docs)}
         )
         if not isinstance(body, list) or not all(isinstance(result, dict) for result in body):
             raise StoreFault("unexpected_response", "_bulk_docs answered no list of results")
+        body = _in_order_of(docs, body)
+        if status == 202:
+            body = await asyncio.gather(*(self._settled(db, doc, result)
+                                          for doc, result in zip(docs, body, strict=True)))
         written = {result.get("id") for result in body if "error" not in result}
         await self._delete_revisions(db, [(str(doc_id), rev) for doc_id, revs in losers
                                           if doc_id in written and isinstance(revs, list)
                                           for rev in revs if isinstance(rev, str)])
         return list(body)
+
+    async def _settled(self, db: str, doc: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        """A ``_bulk_docs`` result once settled (results not ``accepted`` are final)."""
+        if not result.get("accepted") or "rev" not in result:
+            return result
+        try:
+            await self._settle(db, str(doc["_id"]), str(result["rev"]), doc.get("_rev"))
+        except Conflict as error:
+            return {"id": doc["_id"], "error": "conflict", "reason": error.reason}
+        except Unavailable as error:
+            return {"id": doc["_id"], "error": "unavailable", "reason": error.detail}
+        return result
 
     async def view(
         self, db: str, design: str, view: str, **params: QueryValue
@@ -497,24 +723,38 @@ class Couch:
         status is checked on entry (NotFound, Unavailable …); a store failure while
         reading raises :class:`Unavailable` from the iteration."""
         path = f"/{quote_db(db)}/{quote_doc(doc_id)}/{quote(name, safe='')}"
-        url = URL(self.endpoint.url + path, encoded=True)
         # identity: the bytes as stored, so their count is the stub's ``length``
         headers = {"Accept": "*/*", "Accept-Encoding": "identity"}
         async with contextlib.AsyncExitStack() as stack:
-            try:
+            response: aiohttp.ClientResponse | None = None
+            failure: BaseException | None = None
+            for node in self._in_order():
+                session = self._session(node)
                 try:
-                    response = await stack.enter_async_context(self._session.get(url, headers=headers))
-                except aiohttp.ServerDisconnectedError:
-                    self._drop_idle_connections()
-                    response = await stack.enter_async_context(self._session.get(url, headers=headers))
+                    response = await stack.enter_async_context(
+                        session.get(URL(node.url + path, encoded=True), headers=headers))
+                except UNREACHABLE as error:
+                    self._unreachable(node, session, error)
+                    failure = error
+                    continue
+                except RuntimeError as error:
+                    if not self._closed:
+                        raise
+                    raise Unavailable(str(error)) from None
+                self._answered(node)
+                break
+            if response is None:
+                raise Unavailable(str(failure) or type(failure).__name__ if failure else "no CouchDB node answered")
+            try:
                 if response.status >= 400:
                     raise translate(response.status, _reason(await response.read()) or response.reason or "", path)
             except UNREACHABLE as error:
                 raise Unavailable(str(error) or type(error).__name__) from None
+            answer = response
 
             async def chunks() -> AsyncIterator[bytes]:
                 try:
-                    async for chunk in response.content.iter_any():
+                    async for chunk in answer.content.iter_any():
                         yield chunk
                 except UNREACHABLE as error:
                     raise Unavailable(str(error) or type(error).__name__) from None
@@ -525,14 +765,34 @@ class Couch:
         self, db: str, doc_id: str, rev: str, name: str, data: bytes, content_type: str
     ) -> str:
         """Store an attachment with the standalone attachment API; returns the new rev."""
-        _, _, body = await self.request(
+        params: dict[str, QueryValue] = {"rev": rev, **await self._every_copy(db)}
+        status, _, body = await self.request(
             "PUT",
             f"/{quote_db(db)}/{quote_doc(doc_id)}/{quote(name, safe='')}",
-            params={"rev": rev},
+            params=params,
             data=data,
             headers={"Content-Type": content_type},
         )
+        if status == 202:
+            await self._settle(db, doc_id, str(body["rev"]), rev)
         return str(body["rev"])
+
+
+def _in_order_of(docs: Sequence[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``_bulk_docs`` results matched to ``docs`` by id, in the order of ``docs``.
+    pouchdb-server answers updates of existing documents in the order it finished them,
+    not in the order sent (Apache CouchDB keeps the order): taken by position, a document
+    would get another one's revision."""
+    by_id: dict[Any, list[dict[str, Any]]] = {}
+    for result in results:
+        by_id.setdefault(result.get("id"), []).append(result)
+    ordered: list[dict[str, Any]] = []
+    for doc in docs:
+        same = by_id.get(doc.get("_id"))
+        if not same:
+            raise StoreFault("unexpected_response", f"_bulk_docs answered nothing for {doc.get('_id')!r}")
+        ordered.append(same.pop(0))
+    return ordered
 
 
 def _document(body: bytes) -> dict[str, Any] | Exception:

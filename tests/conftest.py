@@ -32,12 +32,13 @@ from kazoo_vm.storage.couch import quote_db
 
 
 @pytest.fixture(scope="session")
-def couch_url() -> Iterator[str]:
+def couch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     configured = os.environ.get("KAZOO_VM_COUCH_URL")
     if configured:
         yield configured
         return
-    store = EmbeddedStore()
+    # on disk, as ``kazoo_vm`` runs it (in memory it behaves differently: see test_coalesce)
+    store = EmbeddedStore(data_dir=tmp_path_factory.mktemp("store"))
     url = store.start()
     try:
         yield url

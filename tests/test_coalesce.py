@@ -108,6 +108,21 @@ async def test_concurrent_writes_to_one_database_succeed_or_conflict_each_on_its
     assert (await direct.get_doc(db, "taken"))["v"] == 1
 
 
+async def test_concurrent_updates_sent_together_each_get_their_own_new_revision(
+        slow_couch: Couch, services: Services, db: str) -> None:
+    # pouchdb-server answers a _bulk_docs of updates in the order it finished them
+    direct = services.store.couch
+    docs: list[dict[str, Any]] = [{"_id": f"doc{n}", "v": 0} for n in range(21)]
+    for doc in docs:
+        await direct.put_doc(db, doc)
+    for _round in range(6):
+        updated = [{**doc, "v": doc["v"] + 1} for doc in docs]
+        await asyncio.gather(*(slow_couch.put_doc(db, doc) for doc in updated))  # the first alone, 20 together
+        stored = [await direct.get_doc(db, doc["_id"]) for doc in docs]
+        assert [doc["_rev"] for doc in updated] == [doc["_rev"] for doc in stored]
+        docs = stored
+
+
 async def test_concurrent_box_reads_each_answer_their_own_box(api: Api) -> None:
     boxes = [(await api.put("/vmboxes", {"name": f"Box {n}", "mailbox": str(300 + n)})).data for n in range(8)]
     await api.delete(f"/vmboxes/{boxes[5]['id']}")

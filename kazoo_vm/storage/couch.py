@@ -174,6 +174,11 @@ class CouchEndpoint:
         return [node if node.user is not None else replace(node, user=first.user, password=first.password)
                 for node in nodes]
 
+    def authorization(self) -> str:
+        """The ``Authorization`` header of HTTP basic authentication with the URL's credentials."""
+        pair = f"{self.user or ''}:{self.password or ''}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
+
     def with_credentials(self) -> str:
         """The URL with its credentials (for CouchDB's own replicator)."""
         if self.user is None:
@@ -253,8 +258,9 @@ class Couch:
             raise Unavailable("the CouchDB client is closed")
         session = self._sessions.get(node.url)
         if session is None:
-            auth = None if node.user is None else aiohttp.BasicAuth(node.user, node.password or "")
-            session = self._sessions[node.url] = aiohttp.ClientSession(auth=auth, timeout=self._timeout)
+            # the Authorization header itself: aiohttp 3.14 deprecates its BasicAuth helper
+            headers = {} if node.user is None else {"Authorization": node.authorization()}
+            session = self._sessions[node.url] = aiohttp.ClientSession(headers=headers, timeout=self._timeout)
         return session
 
     def _in_order(self) -> list[CouchEndpoint]:

@@ -77,11 +77,13 @@ def split_address(value: str) -> tuple[str, str]:
 
 
 def new_message(*, box: dict[str, Any], request: dict[str, Any], realm: str, timezone_name: Any,
-                privacy_number: str, now: int) -> dict[str, Any]:
+                privacy_number: str, now: int, named: str | None = None) -> dict[str, Any]:
     """A new ``mailbox_message`` document (no private account fields yet) from
-    validated request metadata."""
+    validated request metadata. ``named``: the client's own id for the request, from
+    which the message id is derived (a resent request then meets the message it made)."""
     timestamp = as_int(request.get("timestamp")) or now
-    new_id = message_id(timestamp)
+    new_id = message_id(timestamp, None if named is None else
+                        hashlib.md5(f"{named}>{box['_id']}".encode()).hexdigest())
     caller_number = request.get("caller_id_number", privacy_number)
     from_value = with_realm(str(request.get("from") or caller_number), realm)
     to_value = with_realm(str(request.get("to") or box.get("mailbox", "")), realm)

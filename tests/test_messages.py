@@ -388,6 +388,24 @@ async def test_length_as_string_is_coerced(api: Api, vmbox: dict[str, Any]) -> N
 
 
 # rule 42
+async def test_create_resent_with_the_same_request_id_makes_one_message(api: Api, vmbox: dict[str, Any]) -> None:
+    named = {"X-Request-ID": f"create-{uuid.uuid4().hex}"}
+    path = f"/vmboxes/{vmbox['id']}/messages"
+    answers = [await api.call("PUT", path, data={"caller_id_number": "6001"}, headers=named) for _ in range(2)]
+    assert [reply.status for reply in answers] == [201, 201]
+    assert answers[0].data == answers[1].data
+    assert await listed_ids(api, vmbox["id"]) == [answers[0].data["media_id"]]
+
+
+async def test_one_request_id_creates_one_message_in_each_box(api: Api, vmbox: dict[str, Any]) -> None:
+    other = await new_box(api, "Other", "3002")
+    named = {"X-Request-ID": f"create-{uuid.uuid4().hex}"}
+    made = [await api.call("PUT", f"/vmboxes/{box}/messages", data={}, headers=named) for box in (vmbox["id"], other)]
+    assert [reply.status for reply in made] == [201, 201]
+    assert await listed_ids(api, vmbox["id"]) == [made[0].data["media_id"]]
+    assert await listed_ids(api, other) == [made[1].data["media_id"]]
+
+
 async def test_rejected_create_stores_nothing(api: Api, vmbox: dict[str, Any]) -> None:
     reply = await api.put(f"/vmboxes/{vmbox['id']}/messages", {"folder": "trash"})
     assert reply.status == 400

@@ -287,9 +287,10 @@ async def create_message(request: web.Request) -> web.Response:
         raise ValidationError(errors)
     box = await _box(request, account_id, box_id, cached=True)
     now = gregorian_now()
+    named = _named(request)
     doc = box_message.new_message(box=box, request=metadata, realm=_realm(request),
                                   timezone_name=_timezone(request, box),
-                                  privacy_number=config(request).default_privacy_number, now=now)
+                                  privacy_number=config(request).default_privacy_number, now=now, named=named)
     audio = None if upload is None else _audio(request, body, upload, now)
     _stamped(request, doc, account_id, naming.modb_of_message(account_id, doc["_id"]) or "", now)
     if audio is not None:
@@ -297,9 +298,29 @@ async def create_message(request: web.Request) -> web.Response:
     try:
         db, doc = await services(request).messages.create(account_id, doc, audio)
     except Conflict:
-        raise DatastoreConflict() from None
+        if named is None:
+            raise DatastoreConflict() from None
+        doc = await _made_before(request, account_id, box_id, doc["_id"])
     return envelope.success(request, box_message.metadata_of(doc), status=201, revision=doc.get("_rev"),
                             headers={"Location": location(request, doc["_id"])})
+
+
+def _named(request: web.Request) -> str | None:
+    """The client's own id for this request (``X-Request-ID``, when kazoo_vm took it as
+    the request id): a resend of the request carries it again."""
+    given = request.headers.get("X-Request-ID")
+    return given if given is not None and given == request[envelope.REQUEST_ID] else None
+
+
+async def _made_before(request: web.Request, account_id: str, box_id: str, message_id: str) -> dict[str, Any]:
+    """The message a resent create (same ``X-Request-ID``) made the first time."""
+    try:
+        _db, doc = await services(request).messages.fetch(account_id, message_id)
+    except NotFound:  # deleted since (or never a message): the id stays taken
+        raise DatastoreConflict() from None
+    if doc.get("source_id") != box_id:
+        raise DatastoreConflict()
+    return doc
 
 
 async def get_audio(request: web.Request) -> web.StreamResponse:
@@ -478,9 +499,9 @@ async def _transfer(request: web.Request, account_id: str, located: Located, des
     db, doc = located
     if move:
         new_id = box_message.moved_id(now, doc["_id"], destination["_id"])
-    elif request.headers.get("X-Request-ID") == request[envelope.REQUEST_ID]:
+    elif (named := _named(request)) is not None:
         # A client that names its requests can resend a copy whose answer it lost.
-        new_id = box_message.moved_id(now, f"{request[envelope.REQUEST_ID]}:{doc['_id']}", destination["_id"])
+        new_id = box_message.moved_id(now, f"{named}:{doc['_id']}", destination["_id"])
     else:
         new_id = box_message.message_id(now)
     modb = naming.modb_of_message(account_id, new_id) or ""

@@ -68,7 +68,6 @@ NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 NODE_TROUBLE = frozenset({500, 502, 503, 504})
 # Seconds a node that could not be reached is skipped (it is tried again after that).
 NODE_RETRY = 1.0
-APACHE = "The Apache Software Foundation"  # the ``vendor`` of Apache CouchDB's welcome
 
 Json = Any
 QueryValue = str | int | bool | float | None | list[Any] | dict[str, Any]
@@ -130,17 +129,12 @@ class Attachment:
         """``_attachments`` carrying the bytes in the JSON (base64)."""
         return {self.name: {"content_type": self.content_type, "data": base64.b64encode(self.data).decode()}}
 
-    def follows(self) -> dict[str, Any]:
-        """``_attachments`` announcing the bytes as the next multipart/related part."""
-        return {self.name: {"content_type": self.content_type, "length": len(self.data), "follows": True}}
-
-    def stub(self, *, digest: bool) -> dict[str, Any]:
+    def stub(self) -> dict[str, Any]:
         """``_attachments`` as the store keeps them once written (pouchdb-server matches a
         stub sent back by its digest, Apache CouchDB by name)."""
-        kept: dict[str, Any] = {"content_type": self.content_type, "length": len(self.data), "stub": True}
-        if digest:
-            kept["digest"] = "md5-" + base64.b64encode(hashlib.md5(self.data).digest()).decode()
-        return {self.name: kept}
+        digest = "md5-" + base64.b64encode(hashlib.md5(self.data).digest()).decode()
+        return {self.name: {"content_type": self.content_type, "length": len(self.data), "stub": True,
+                            "digest": digest}}
 
 
 @dataclass(frozen=True)
@@ -232,7 +226,6 @@ class Couch:
         # process then meet as ordinary 409s (pouchdb-server can crash on two identical
         # concurrent edits of a document).
         self._writing: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
-        self._binary_parts: bool | None = None  # learnt from the server's welcome
         # Concurrent document reads of one database (keyed with ``conflicts``) and
         # document writes to one database go to CouchDB together (see .coalesce).
         self._reads: Coalescer[str, dict[str, Any]] = Coalescer(self._read_group)
@@ -497,18 +490,16 @@ class Couch:
         with (``_conflicts``) are deleted once the write is in.
 
         With ``attachment``, it replaces the document's attachments in the same write
-        (one revision, never a moment without audio): as a binary part of a
-        multipart/related body on Apache CouchDB, base64 in the JSON elsewhere
-        (pouchdb-server crashes on multipart/related). ``doc['_attachments']`` then
-        holds its stub, whether the write succeeded or not."""
+        (one revision, never a moment without audio), base64 in the JSON.
+        ``doc['_attachments']`` then holds its stub, whether the write succeeded or not.
+        (Not a multipart/related body: pouchdb-server crashes on it, and an Apache
+        CouchDB cluster left such a write hanging until the client's timeout when a node
+        holding a copy died during it; a JSON write is answered at once, 202.)"""
         losers = doc.pop("_conflicts", None)
-        binary = attachment is not None and await self._takes_binary_parts()
         try:
             async with self._write_lock(db, doc["_id"]):
                 if attachment is None:
                     rev = await self._put_json(db, doc)
-                elif binary:
-                    rev = await self._put_multipart(db, doc, attachment)
                 else:
                     (written,) = await self._write_group(db, [{**doc, "_attachments": attachment.inline()}])
                     if isinstance(written, Exception):
@@ -516,23 +507,10 @@ class Couch:
                     rev = written
         finally:
             if attachment is not None:
-                doc["_attachments"] = attachment.stub(digest=not binary)
+                doc["_attachments"] = attachment.stub()
         doc["_rev"] = rev
         if isinstance(losers, list) and losers:
             await self._delete_revisions(db, [(doc["_id"], rev) for rev in losers if isinstance(rev, str)])
-        return rev
-
-    async def _put_multipart(self, db: str, doc: dict[str, Any], attachment: Attachment) -> str:
-        with aiohttp.MultipartWriter("related") as parts:
-            parts.append_json({**doc, "_attachments": attachment.follows()})
-            data = attachment.data
-            parts.append(io.BytesIO(data) if len(data) > LARGE_BODY else data,
-                         {"Content-Type": attachment.content_type})
-        status, _, body = await self.request("PUT", f"/{quote_db(db)}/{quote_doc(doc['_id'])}",
-                                             params=await self._every_copy(db), data=parts)
-        rev = str(body["rev"])
-        if status == 202:
-            await self._settle(db, doc["_id"], rev, doc.get("_rev"))
         return rev
 
     async def _put_json(self, db: str, doc: dict[str, Any]) -> str:
@@ -626,14 +604,6 @@ class Couch:
         log.info("write %s of %s in %s lost to %s on another copy", rev, doc_id, db, winner.get("_rev"))
         await self._delete_revisions(db, [(doc_id, str(leaf["_rev"])) for leaf in mine if not leaf.get("_deleted")])
         raise Conflict(path, "conflict: another write of the same revision won on another copy")
-
-    async def _takes_binary_parts(self) -> bool:
-        """Whether the server is Apache CouchDB (asked once)."""
-        if self._binary_parts is None:
-            welcome = await self.info()
-            vendor = welcome.get("vendor") if isinstance(welcome, dict) else None
-            self._binary_parts = isinstance(vendor, dict) and vendor.get("name") == APACHE
-        return self._binary_parts
 
     async def _delete_revisions(self, db: str, revisions: list[tuple[str, str]]) -> None:
         """Delete losing revisions (best effort: a later read or write tries again)."""

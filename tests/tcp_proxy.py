@@ -8,9 +8,15 @@ import contextlib
 from urllib.parse import urlsplit, urlunsplit
 
 
+def first_node(url: str) -> str:
+    """The first of the nodes ``KAZOO_VM_COUCH_URL`` may list (comma-separated)."""
+    return url.split(",")[0].strip()
+
+
 def through(url: str, port: int) -> str:
-    """``url`` (credentials kept) with its host and port replaced by a loopback proxy's."""
-    parts = urlsplit(url)
+    """``url``'s first node (credentials kept) with its host and port replaced by a
+    loopback proxy's: the service then sees that one node, through the proxy."""
+    parts = urlsplit(first_node(url))
     auth = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
     return urlunsplit((parts.scheme, f"{auth}127.0.0.1:{port}", "", "", ""))
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import Api
-from tcp_proxy import TcpProxy, through
+from tcp_proxy import TcpProxy, first_node, through
 
 from kazoo_vm.services import Services
 from kazoo_vm.storage.couch import Couch
@@ -28,7 +28,7 @@ DELAY = 0.25  # the proxy's latency, each way
 @pytest.fixture
 async def proxy(couch_url: str) -> AsyncIterator[TcpProxy]:
     """A proxy to the test store that holds every chunk ``DELAY`` seconds."""
-    parts = urlsplit(couch_url)
+    parts = urlsplit(first_node(couch_url))
     slow = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5984, delay=DELAY)
     await slow.start()
     try:

@@ -36,7 +36,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import make_account
-from tcp_proxy import TcpProxy, through
+from tcp_proxy import TcpProxy, first_node, through
 
 from kazoo_vm import appkeys
 from kazoo_vm.app import create_app
@@ -168,7 +168,7 @@ async def store(tmp_path: Path, services: Services) -> AsyncIterator[Store]:
     rng = random.Random(SEED)
     configured = os.environ.get("KAZOO_VM_COUCH_URL")
     if configured:
-        parts = urlsplit(configured)
+        parts = urlsplit(first_node(configured))
         proxy = ChaosProxy(parts.hostname or "127.0.0.1", parts.port or 5984, rng)
         await proxy.start()
         # A shared server is never stopped: the proxy refuses and cuts instead.
@@ -767,7 +767,7 @@ async def test_audio_cut_by_the_store_ends_the_download(api: Any, vmbox: dict[st
 
 async def test_a_write_whose_answer_is_lost_is_not_reported_as_a_conflict(aiohttp_client: Any, config: Config,
                                                                           couch_url: str, services: Services) -> None:
-    parts = urlsplit(couch_url)
+    parts = urlsplit(first_node(couch_url))
     proxy = ChaosProxy(parts.hostname or "127.0.0.1", parts.port or 5984, random.Random(SEED))
     await proxy.start()
     try:

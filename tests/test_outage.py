@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import Api, assert_error, login, make_account
-from tcp_proxy import TcpProxy, through
+from tcp_proxy import TcpProxy, first_node, through
 
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
@@ -36,7 +36,7 @@ class Outage:
 async def outage(tmp_path: Path) -> AsyncIterator[Outage]:
     configured = os.environ.get("KAZOO_VM_COUCH_URL")
     if configured:
-        parts = urlsplit(configured)
+        parts = urlsplit(first_node(configured))
         proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5984)
         await proxy.start()
         yield Outage(through(configured, proxy.port), proxy.stop, proxy.start)

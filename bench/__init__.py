@@ -6,7 +6,7 @@ the machine's speed cancels out. Modules, one concern each (see ``bench/README.r
 
 ``settings``   command line, sizes of the default and ``--quick`` runs
 ``sizing``     sizes chosen in the run from the store's measured speed
-``processes``  the store, the service as a child process, its CPU time and memory
+``processes``  the store, the service's instances (child processes), their CPU time and memory
 ``load``       accounts, boxes and messages written straight into CouchDB
 ``client``     the timed request loops and their statistics
 ``context``    what every scenario works with (session, both servers, loader)

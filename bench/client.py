@@ -57,6 +57,31 @@ class Endpoint:
         return URL(self.base.rstrip("/") + path, encoded=True)
 
 
+@dataclass(frozen=True)
+class Spread:
+    """Servers that do the same work (service instances, or CouchDB nodes): worker ``w``
+    of a measurement sends all its requests to ``members[w % len(members)]``, so that
+    each member gets the same share of the workers and a worker keeps its connections."""
+
+    members: tuple[Endpoint, ...]
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("a spread of no server")
+
+    def at(self, worker: int) -> Endpoint:
+        return self.members[worker % len(self.members)]
+
+    @property
+    def first(self) -> Endpoint:
+        """The member of worker 0 (also used for the unmeasured checks)."""
+        return self.members[0]
+
+    def with_headers(self, headers: Mapping[str, str]) -> Spread:
+        """Every member with ``headers`` added to its own."""
+        return Spread(tuple(Endpoint(member.base, {**member.headers, **headers}) for member in self.members))
+
+
 async def call(session: aiohttp.ClientSession, endpoint: Endpoint, method: str, path: str, *,
                params: Mapping[str, str] | None = None, data: Any = None,
                headers: Mapping[str, str] | None = None, expect: Iterable[int] = (200,)) -> bytes:

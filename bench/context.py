@@ -1,5 +1,10 @@
 """What every scenario works with: the session, both servers, the loader, and the
-helpers that turn a request into a timed operation."""
+helpers that turn a request into a timed operation.
+
+Both servers are :class:`client.Spread` of the same length, the number of service
+instances: worker ``w`` of a measurement sends its service requests to instance
+``w % N`` and its raw requests to the CouchDB node that instance puts first, so each
+side sees the same workers on the same nodes."""
 
 from __future__ import annotations
 
@@ -13,9 +18,9 @@ from kazoo_vm.config import Config
 from kazoo_vm.storage.couch import quote_db
 
 from . import client
-from .client import Endpoint, Operation
+from .client import Endpoint, Operation, Spread
 from .load import Account, Loader
-from .processes import cpu_seconds
+from .processes import Instances
 from .results import Measurement, ScenarioResult
 from .settings import Settings
 
@@ -31,24 +36,31 @@ class ScenarioError(RuntimeError):
 @dataclass
 class Context:
     """What every scenario uses: the run's settings, the one HTTP session, raw
-    CouchDB and the service (its URL and pid), and the data loader."""
+    CouchDB (one member per service instance: the node it puts first), the service
+    instances (their URLs and pids, read anew after a restart), and the data loader."""
 
     settings: Settings
     session: aiohttp.ClientSession
-    couch: Endpoint
-    service_url: str
-    service_pid: int
+    couch: Spread
+    instances: Instances
     loader: Loader
 
-    async def service_for(self, account: Account) -> Endpoint:
-        """The service as ``account`` (a token from ``PUT /v2/api_auth``)."""
-        anonymous = Endpoint(self.service_url, {})
-        body = await client.call(self.session, anonymous, "PUT", "/v2/api_auth", headers=JSON_TYPE,
+    @property
+    def service_pid(self) -> int:
+        """The first instance's process (whose memory scenario 6 reads)."""
+        return self.instances.first.pid
+
+    async def service_for(self, account: Account) -> Spread:
+        """The service instances as ``account``: one token from ``PUT /v2/api_auth`` on
+        the first instance, good on every instance (they share its signing secret
+        through the store), as a client behind a load balancer logs in once."""
+        urls = self.instances.urls
+        body = await client.call(self.session, Endpoint(urls[0], {}), "PUT", "/v2/api_auth", headers=JSON_TYPE,
                                  data=json.dumps({"data": {"api_key": account.api_key}}), expect=(201,))
         token = json.loads(body)["auth_token"]
-        return Endpoint(self.service_url, {"X-Auth-Token": token})
+        return Spread(tuple(Endpoint(url, {"X-Auth-Token": token}) for url in urls))
 
-    def openers(self, account: Account, service: Endpoint) -> tuple[Operation, Operation]:
+    def openers(self, account: Account, service: Spread) -> tuple[Operation, Operation]:
         """Cheap requests that make each side open its connections (see
         :func:`client.measure`): CouchDB's ``GET /``, and a box that does not exist
         (the service reads the account and looks for the box: two store requests)."""
@@ -59,10 +71,9 @@ class Context:
     async def pair(self, raw: Operation, service: Operation, concurrency: int, *, scale: float = 1.0,
                    openers: tuple[Operation, Operation] | None = None) -> client.Pair:
         sizes = self.settings.sizes
-        pid = self.service_pid
         return await client.paired(raw, service, concurrency, rounds=sizes.rounds, duration=sizes.duration * scale,
                                    max_requests=sizes.max_requests, warmup=sizes.warmup_seconds,
-                                   service_cpu=lambda: cpu_seconds(pid), openers=openers)
+                                   service_cpu=self.instances.cpu_seconds, openers=openers)
 
 
 def account_path(account: Account, tail: str = "") -> str:
@@ -83,13 +94,15 @@ def window_now() -> tuple[int, int]:
     return now - RETENTION_SECONDS, now
 
 
-def sender(session: aiohttp.ClientSession, endpoint: Endpoint, method: str, path: str, *,
+def sender(session: aiohttp.ClientSession, servers: Spread, method: str, path: str, *,
            expect: tuple[int, ...] = (200,), body: bytes | None = None,
            headers: dict[str, str] | None = None) -> Operation:
-    """An operation that sends the same request every time; returns the bytes received."""
+    """An operation that sends the same request every time (worker ``w`` to
+    ``servers.at(w)``); returns the bytes received."""
 
-    async def operation(_worker: int) -> int:
-        return len(await client.call(session, endpoint, method, path, data=body, headers=headers, expect=expect))
+    async def operation(worker: int) -> int:
+        return len(await client.call(session, servers.at(worker), method, path, data=body, headers=headers,
+                                     expect=expect))
 
     return operation
 

@@ -2,6 +2,8 @@
 
 The service runs as its own process (``python -m kazoo_vm serve``) so that its
 resident memory can be read from ``/proc/<pid>/status``; every address is 127.0.0.1.
+With ``--instances N`` it runs as N such processes on their own ports (:class:`Instances`),
+instance ``i`` given the store's nodes starting at node ``i`` (:func:`node_orders`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from kazoo_vm.config import PROJECT_ROOT
 from kazoo_vm.embedded_store import EmbeddedStore, free_port
+from kazoo_vm.storage.couch import CouchEndpoint
 
 SERVICE_START_TIMEOUT = 60.0
 SERVICE_STOP_TIMEOUT = 30.0
@@ -133,6 +136,82 @@ class Service:
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
+
+
+def node_orders(couch_url: str, count: int) -> list[str]:
+    """``KAZOO_VM_COUCH_URL`` of each of ``count`` service instances. One URL: every
+    instance gets it as is. Several nodes (separated by commas): instance ``i`` gets
+    them rotated so that node ``i`` (modulo the node count) comes first, since kazoo_vm
+    sends its requests to the first node that answers; a node given without credentials
+    keeps those it had from the first node (``CouchEndpoint.parse_nodes``)."""
+    nodes = CouchEndpoint.parse_nodes(couch_url)
+    if len(nodes) == 1:
+        return [couch_url] * count
+    orders = []
+    for index in range(count):
+        first = index % len(nodes)
+        orders.append(",".join(node.with_credentials() for node in nodes[first:] + nodes[:first]))
+    return orders
+
+
+@dataclass
+class Instances:
+    """``count`` services (:class:`Service`), each on its own port, against the same store;
+    instance ``i``'s ``KAZOO_VM_COUCH_URL`` lists the nodes from node ``i`` on
+    (:func:`node_orders`). With ``profile`` only the first instance runs under cProfile
+    (one profile file per run)."""
+
+    services: list[Service]
+
+    @classmethod
+    def of_store(cls, couch_url: str, count: int, profile: Path | None = None) -> Instances:
+        return cls([Service(url, profile=profile if index == 0 else None)
+                    for index, url in enumerate(node_orders(couch_url, max(count, 1)))])
+
+    def __len__(self) -> int:
+        return len(self.services)
+
+    @property
+    def first(self) -> Service:
+        return self.services[0]
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(service.url for service in self.services)
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(service.pid for service in self.services)
+
+    def start(self) -> tuple[str, ...]:
+        """Start every instance in turn (each on a free port); if one fails, stop those started."""
+        try:
+            for service in self.services:
+                service.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self.urls
+
+    def restart(self) -> tuple[str, ...]:
+        """Stop every instance, then start new processes on the same ports."""
+        self.stop()
+        return self.start()
+
+    def stop(self) -> None:
+        for service in self.services:
+            service.stop()
+
+    def stopped(self) -> Service | None:
+        """The first instance whose process is not running, if any."""
+        for service in self.services:
+            if service.process is None or service.process.poll() is not None:
+                return service
+        return None
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by every instance together."""
+        return sum(cpu_seconds(pid) for pid in self.pids)
 
 
 def memory_kib(pid: int) -> dict[str, int]:

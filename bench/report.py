@@ -78,6 +78,8 @@ def goals(results: Sequence[ScenarioResult]) -> list[Goal]:
         info = zipped.extra["rss"]
         rss = info["growth_mib"]
         detail = f"service peak RSS, ZIP of {info['large']} vs {info['small']} messages, concurrency 1"
+        if info.get("instance", "only") != "only":
+            detail += f" ({info['instance']} instances)"
     checks.append(Goal("ZIP peak RSS growth", f"< {ZIP_RSS_GROWTH_MIB:g} MiB", rss,
                        _status(None if rss is None else rss < ZIP_RSS_GROWTH_MIB), detail))
     return checks
@@ -124,7 +126,7 @@ def table(results: Sequence[ScenarioResult]) -> str:
     out = [line(header), line(["-" * width for width in widths])]
     out += [line(row) for row in rows]
     out.append("ratio = service req/s / raw CouchDB req/s (1.00 = as fast as raw); latencies in ms;"
-               " svc cpu = the service process's CPU ms per request")
+               " svc cpu = the service's CPU ms per request (all its instances)")
     out += [f"scenario {result.key} FAILED: {failure(result)}" for result in results if not result.ok]
     return "\n".join(out)
 
@@ -133,6 +135,8 @@ def extras_text(results: Sequence[ScenarioResult]) -> str:
     """Scenario 3's size ratios and scenario 6's memory and MB/s, as text."""
     lines = []
     for result in results:
+        rss_of = result.extra.get("rss", {}).get("instance", "only")
+        whose = "service" if rss_of == "only" else f"service ({rss_of} instances)"
         ratio = result.extra.get("size_ratio")
         if ratio:
             parts = [f"c={conc}: service p50 x{values['service_p50']}, raw p50 x{values['raw_p50']}"
@@ -143,7 +147,7 @@ def extras_text(results: Sequence[ScenarioResult]) -> str:
                 notes = m.notes
                 lines.append(f"6. ZIP {notes['messages']} msgs c={m.concurrency}: service "
                              f"{notes['service_mb_per_s']} MB/s vs raw {notes['raw_mb_per_s']} MB/s, "
-                             f"service peak RSS {notes['peak_rss_kib'] / 1024:.1f} MiB "
+                             f"{whose} peak RSS {notes['peak_rss_kib'] / 1024:.1f} MiB "
                              f"(from {notes['start_rss_kib'] / 1024:.1f} MiB)")
             rss = result.extra.get("rss")
             if rss:
@@ -198,8 +202,11 @@ def failure(result: ScenarioResult) -> str:
 def render(body: dict[str, Any], results: Sequence[ScenarioResult], profile: Path | None) -> str:
     """Everything printed after a run: title, table, extras, goals, slowest ratio,
     and the profile summary when the service was profiled."""
+    instances = body.get("instances", 1)
     parts = [f"kazoo_vm vs raw CouchDB on {body['store']['kind']} ({body['mode']} run, {body['elapsed_s']} s, "
-             f"{body['machine']['cpus']} CPUs)", "", table(results)]
+             f"{body['machine']['cpus']} CPUs)",
+             f"instances: {instances}" + (f" ({body['spread']})" if instances > 1 and body.get("spread") else ""),
+             "", table(results)]
     extras = extras_text(results)
     if extras:
         parts += ["", extras]

@@ -1,4 +1,4 @@
-"""A whole run: store, service, scenarios in order, report, cleanup.
+"""A whole run: store, service instances, scenarios in order, report, cleanup.
 
 Exit status 0 when every selected scenario ran to the end without a failed request;
 1 otherwise (the table and the JSON file are written either way); 2 for bad options.
@@ -24,22 +24,34 @@ from kazoo_vm.embedded_store import EmbeddedStoreError
 from kazoo_vm.storage.couch import JSON_HEADERS, CouchEndpoint
 
 from . import report, settings
-from .client import REQUEST_TIMEOUT, Endpoint
+from .client import REQUEST_TIMEOUT, Endpoint, Spread
 from .context import Context
 from .load import Loader
-from .processes import ProcessError, Service, store
+from .processes import Instances, ProcessError, store
 from .results import ScenarioResult
 from .scenarios import SCENARIOS, run_scenario
 
 
-def couch_endpoint(url: str) -> Endpoint:
-    """Raw CouchDB as the benchmark calls it: JSON accepted, credentials of the URL."""
-    parsed = CouchEndpoint.parse(url)
-    headers = dict(JSON_HEADERS)
-    if parsed.user is not None:
-        token = base64.b64encode(f"{parsed.user}:{parsed.password or ''}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
-    return Endpoint(parsed.url, headers)
+def couch_nodes(url: str) -> list[Endpoint]:
+    """Raw CouchDB as the benchmark calls it, one endpoint per node of
+    ``KAZOO_VM_COUCH_URL`` (one URL, or several separated by commas): JSON accepted,
+    credentials of the node's URL (or of the first node's, as kazoo_vm does)."""
+    endpoints = []
+    for node in CouchEndpoint.parse_nodes(url):
+        headers = dict(JSON_HEADERS)
+        if node.user is not None:
+            token = base64.b64encode(f"{node.user}:{node.password or ''}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        endpoints.append(Endpoint(node.url, headers))
+    return endpoints
+
+
+def raw_spread(url: str, instances: int) -> Spread:
+    """Raw CouchDB spread like the service: member ``i`` is the node service instance
+    ``i`` puts first (node ``i`` modulo the node count, see :func:`processes.node_orders`),
+    so worker ``w``'s raw requests go to the node its service requests end up on."""
+    nodes = couch_nodes(url)
+    return Spread(tuple(nodes[index % len(nodes)] for index in range(max(instances, 1))))
 
 
 async def welcome(session: aiohttp.ClientSession, couch: Endpoint) -> dict[str, Any]:
@@ -59,18 +71,17 @@ class Outcome:
     loading: dict[str, Any] = field(default_factory=dict)
 
 
-async def run_scenarios(config: settings.Settings, couch_url: str, service: Service) -> Outcome:
+async def run_scenarios(config: settings.Settings, couch_url: str, instances: Instances) -> Outcome:
     """Every selected scenario, in order, over one HTTP session."""
-    couch = couch_endpoint(couch_url)
+    couch = raw_spread(couch_url, len(instances))
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     async with aiohttp.ClientSession(timeout=REQUEST_TIMEOUT, connector=connector) as session:
-        info = await welcome(session, couch)
+        info = await welcome(session, couch.first)
         outcome = Outcome(config, info)
         results = outcome.results
         loader = Loader(couch_url, config.seed)
         try:
-            ctx = Context(settings=config, session=session, couch=couch, service_url=service.url,
-                          service_pid=service.pid, loader=loader)
+            ctx = Context(settings=config, session=session, couch=couch, instances=instances, loader=loader)
             for scenario in SCENARIOS:
                 if scenario.key not in config.scenarios:
                     continue
@@ -78,15 +89,15 @@ async def run_scenarios(config: settings.Settings, couch_url: str, service: Serv
                 # Not when profiling (one profile file per run) nor in --quick (its figures mean little).
                 fresh = scenario.fresh_service and config.profile is None and not config.quick
                 if fresh:
-                    await asyncio.to_thread(service.restart)
-                    ctx.service_url, ctx.service_pid = service.url, service.pid
+                    await asyncio.to_thread(instances.restart)
                 result = await run_scenario(scenario, ctx)
                 result.extra["fresh_service"] = fresh
                 results.append(result)
                 print(f"   load {result.load_seconds:.1f}s, measure {result.measure_seconds:.1f}s"
                       + (f", FAILED: {result.error}" if result.error else ""), file=sys.stderr, flush=True)
-                if service.process is None or service.process.poll() is not None:
-                    print(f"the service stopped:\n{service.log_tail()}", file=sys.stderr)
+                stopped = instances.stopped()
+                if stopped is not None:
+                    print(f"the service on port {stopped.port} stopped:\n{stopped.log_tail()}", file=sys.stderr)
                     break
         finally:
             outcome.loading = {"documents": loader.docs_written, "load_s": round(loader.seconds_loading, 1),
@@ -105,8 +116,17 @@ def chosen_sizes(results: list[ScenarioResult]) -> dict[str, Any]:
     return chosen
 
 
-def _public_url(url: str) -> str:
-    return CouchEndpoint.parse(url).url
+def _public_urls(url: str) -> list[str]:
+    """The store's nodes without their credentials."""
+    return [node.url for node in CouchEndpoint.parse_nodes(url)]
+
+
+def spread_note(instances: int) -> str:
+    """How the requests were spread over the instances (the JSON file and the table say it)."""
+    if instances <= 1:
+        return "one service instance"
+    return (f"worker w of a measurement sends its service requests to instance w mod {instances} and its raw "
+            "requests to the CouchDB node that instance puts first")
 
 
 def document(outcome: Outcome, kind: str, couch_url: str, started: float, began: datetime.datetime,
@@ -120,7 +140,10 @@ def document(outcome: Outcome, kind: str, couch_url: str, started: float, began:
         "mode": "quick" if config.quick else "default",
         "exit_status": status,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "store": {"kind": kind, "url": _public_url(couch_url), "welcome": info},
+        "instances": config.instances,
+        "spread": spread_note(config.instances),
+        "store": {"kind": kind, "url": ",".join(_public_urls(couch_url)), "nodes": len(_public_urls(couch_url)),
+                  "welcome": info},
         "sizes": {**config.sizes.describe(), **chosen_sizes(results)},
         "loading": outcome.loading,
         "profiled": str(config.profile) if config.profile else None,
@@ -135,12 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     started, began = time.perf_counter(), datetime.datetime.now(datetime.UTC)
     try:
         with store(config.couch_url) as (couch_url, kind):
-            service = Service(couch_url, profile=config.profile)
-            service.start()
+            instances = Instances.of_store(couch_url, config.instances, profile=config.profile)
+            instances.start()
             try:
-                outcome = asyncio.run(run_scenarios(config, couch_url, service))
+                outcome = asyncio.run(run_scenarios(config, couch_url, instances))
             finally:
-                service.stop()
+                instances.stop()
     except (ProcessError, EmbeddedStoreError) as error:
         print(f"bench: {error}", file=sys.stderr)
         return 1

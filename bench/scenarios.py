@@ -38,7 +38,7 @@ from .context import (
     window_now,
 )
 from .load import Account, Written
-from .processes import PeakMemory, cpu_seconds
+from .processes import PeakMemory
 from .results import Measurement, ScenarioResult
 
 AUDIO_TYPE = "audio/mpeg"
@@ -53,7 +53,7 @@ async def get_vmbox(ctx: Context, result: ScenarioResult) -> None:
     box = boxes[3]
     service = await ctx.service_for(account)
     result.loaded()
-    body = await client.call(ctx.session, service, "GET", account_path(account, f"/vmboxes/{box['_id']}"))
+    body = await client.call(ctx.session, service.first, "GET", account_path(account, f"/vmboxes/{box['_id']}"))
     if json.loads(body)["data"].get("id") != box["_id"]:
         raise ScenarioError("GET /vmboxes/{B} did not return the box")
     await measure_all(
@@ -72,12 +72,12 @@ async def get_vmbox(ctx: Context, result: ScenarioResult) -> None:
     )
 
 
-def rotating(session: aiohttp.ClientSession, endpoint: client.Endpoint, paths: list[str]) -> Operation:
-    """GET of each path in turn (whichever worker asks)."""
+def rotating(session: aiohttp.ClientSession, servers: client.Spread, paths: list[str]) -> Operation:
+    """GET of each path in turn (whichever worker asks; worker ``w`` to ``servers.at(w)``)."""
     turn = itertools.count()
 
-    async def operation(_worker: int) -> int:
-        return len(await client.call(session, endpoint, "GET", paths[next(turn) % len(paths)]))
+    async def operation(worker: int) -> int:
+        return len(await client.call(session, servers.at(worker), "GET", paths[next(turn) % len(paths)]))
 
     return operation
 
@@ -97,16 +97,16 @@ async def put_message(ctx: Context, result: ScenarioResult) -> None:
     service_body = json.dumps({"data": request}).encode()
     result.loaded()
 
-    async def raw(_worker: int) -> int:
+    async def raw(worker: int) -> int:
         doc = dict(template)
         doc["_id"] = f"{template['_id'][:6]}-{secrets.token_hex(16)}"
         doc["metadata"] = {**template["metadata"], "media_id": doc["_id"],
                            "call_id": secrets.token_hex(12)}
         body = json.dumps(doc, separators=(",", ":")).encode()
-        return len(await client.call(ctx.session, ctx.couch, "PUT", db_path(db, f"/{doc['_id']}"), data=body,
-                                     headers=JSON_TYPE, expect=(201, 202)))
+        return len(await client.call(ctx.session, ctx.couch.at(worker), "PUT", db_path(db, f"/{doc['_id']}"),
+                                     data=body, headers=JSON_TYPE, expect=(201, 202)))
 
-    created = json.loads(await client.call(ctx.session, service, "PUT",
+    created = json.loads(await client.call(ctx.session, service.first, "PUT",
                                            account_path(account, f"/vmboxes/{box['_id']}/messages"),
                                            data=service_body, headers=JSON_TYPE, expect=(201,)))
     if not str(created["data"].get("media_id", "")).startswith(template["_id"][:6]):
@@ -126,13 +126,13 @@ def page_reader(ctx: Context, modbs: list[str], box_id: str) -> Operation:
     """The listing view queries behind one page: each MODB of the window, newest
     first, until ``PAGE_SIZE + 1`` rows (the page and the next start key)."""
 
-    async def operation(_worker: int) -> int:
+    async def operation(worker: int) -> int:
         since, until = window_now()
         wanted, received = PAGE_SIZE + 1, 0
         for db in modbs:
             params = encode_params({"descending": True, "startkey": [box_id, until, {}],
                                     "endkey": [box_id, since], "limit": wanted})
-            body = await client.call(ctx.session, ctx.couch, "GET",
+            body = await client.call(ctx.session, ctx.couch.at(worker), "GET",
                                      view_path(db, design.MAILBOX_MESSAGES, "listing_by_mailbox"), params=params)
             received += len(body)
             wanted -= len(json.loads(body)["rows"])
@@ -177,7 +177,7 @@ async def box_page(ctx: Context, result: ScenarioResult) -> None:
     modbs = existing_modbs(ctx, account)
     for box, count in zip(boxes, page_boxes, strict=True):
         path = account_path(account, f"/vmboxes/{box['_id']}/messages")
-        page = json.loads(await client.call(ctx.session, service, "GET", path))
+        page = json.loads(await client.call(ctx.session, service.first, "GET", path))
         if len(page["data"]) != min(count, PAGE_SIZE):
             raise ScenarioError(f"box of {count}: a page of {len(page['data'])} messages")
         await measure_all(ctx, result, f"box={count:,}", raw=page_reader(ctx, modbs, box["_id"]),
@@ -214,7 +214,7 @@ async def audio(ctx: Context, result: ScenarioResult) -> None:
     box_path = account_path(account, f"/vmboxes/{box['_id']}/messages")
     assert download.attachment is not None
 
-    fetched = await client.call(ctx.session, service, "GET", f"{box_path}/{download.doc_id}/raw")
+    fetched = await client.call(ctx.session, service.first, "GET", f"{box_path}/{download.doc_id}/raw")
     if len(fetched) != sizes.audio_bytes:
         raise ScenarioError(f"the download returned {len(fetched)} bytes, not {sizes.audio_bytes}")
     await measure_all(
@@ -230,7 +230,8 @@ async def audio(ctx: Context, result: ScenarioResult) -> None:
 
     async def raw_upload(worker: int) -> int:
         written = raw_docs[worker]
-        body = await client.call(ctx.session, ctx.couch, "PUT", db_path(written.db, f"/{written.doc_id}/audio.mp3"),
+        body = await client.call(ctx.session, ctx.couch.at(worker), "PUT",
+                                 db_path(written.db, f"/{written.doc_id}/audio.mp3"),
                                  params={"rev": revisions[worker]}, data=payload,
                                  headers={"Content-Type": AUDIO_TYPE}, expect=(201, 202))
         revisions[worker] = json.loads(body)["rev"]
@@ -238,7 +239,7 @@ async def audio(ctx: Context, result: ScenarioResult) -> None:
 
     async def service_upload(worker: int) -> int:
         path = f"{box_path}/{service_docs[worker].doc_id}/raw"
-        return len(await client.call(ctx.session, service, "PUT", path, data=payload,
+        return len(await client.call(ctx.session, service.at(worker), "PUT", path, data=payload,
                                      headers={"Content-Type": AUDIO_TYPE}, expect=(201,)))
 
     await measure_all(ctx, result, f"upload {sizes.audio_bytes // 1024} KiB", raw=raw_upload,
@@ -251,14 +252,15 @@ def listing_reader(ctx: Context, account: Account, modbs: list[str]) -> Operatio
     """The view queries behind ``GET /vmboxes``: a page of ``crossbar_listing`` and
     ``count_per_folder`` over the window on each MODB."""
 
-    async def operation(_worker: int) -> int:
+    async def operation(worker: int) -> int:
+        couch = ctx.couch.at(worker)
         since, until = window_now()
         received = len(await client.call(
-            ctx.session, ctx.couch, "GET", view_path(account.db, design.VMBOXES, "crossbar_listing"),
+            ctx.session, couch, "GET", view_path(account.db, design.VMBOXES, "crossbar_listing"),
             params=encode_params({"descending": True, "startkey": {}, "endkey": None, "limit": PAGE_SIZE + 1})))
         for db in modbs:
             received += len(await client.call(
-                ctx.session, ctx.couch, "GET", view_path(db, design.MAILBOX_MESSAGES, "count_per_folder"),
+                ctx.session, couch, "GET", view_path(db, design.MAILBOX_MESSAGES, "count_per_folder"),
                 params=encode_params({"startkey": ["deleted", since], "endkey": ["saved", until, {}]})))
         return received
 
@@ -310,7 +312,7 @@ async def vmbox_listing(ctx: Context, result: ScenarioResult) -> None:
     service = await ctx.service_for(account)
     result.loaded()
     per_box = Counter(boxes[owner]["_id"] for owner in owners)
-    listing = json.loads(await client.call(ctx.session, service, "GET", account_path(account, "/vmboxes")))
+    listing = json.loads(await client.call(ctx.session, service.first, "GET", account_path(account, "/vmboxes")))
     rows = listing["data"]
     if len(rows) != min(PAGE_SIZE, len(boxes)) or any(row.get("messages") != per_box[row["id"]] for row in rows):
         raise ScenarioError("GET /vmboxes did not count every box's messages")
@@ -329,16 +331,17 @@ def zip_reader(ctx: Context, chosen: list[Written]) -> Operation:
     for written in chosen:
         by_db.setdefault(written.db, []).append(written.doc_id)
 
-    async def operation(_worker: int) -> int:
+    async def operation(worker: int) -> int:
+        couch = ctx.couch.at(worker)
         received = 0
         for db, ids in by_db.items():
-            received += len(await client.call(ctx.session, ctx.couch, "POST", db_path(db, "/_all_docs"),
+            received += len(await client.call(ctx.session, couch, "POST", db_path(db, "/_all_docs"),
                                               params={"include_docs": "true"}, headers=JSON_TYPE,
                                               data=json.dumps({"keys": ids}).encode()))
         for written in chosen:
             assert written.attachment is not None
             path = db_path(written.db, f"/{written.doc_id}/{quote_doc(written.attachment)}")
-            received += len(await client.call(ctx.session, ctx.couch, "GET", path, headers={"Accept": "*/*"}))
+            received += len(await client.call(ctx.session, couch, "GET", path, headers={"Accept": "*/*"}))
         return received
 
     return operation
@@ -359,7 +362,7 @@ async def zip_download(ctx: Context, result: ScenarioResult) -> None:
         return (zip_reader(ctx, written[:count]),
                 sender(ctx.session, service, "POST", path, body=body, headers=JSON_TYPE))
 
-    archive = await client.call(ctx.session, service, "POST", path, headers=JSON_TYPE,
+    archive = await client.call(ctx.session, service.first, "POST", path, headers=JSON_TYPE,
                                 data=json.dumps({"data": {"messages": [written[0].doc_id]}}).encode())
     if not archive.startswith(b"PK"):
         raise ScenarioError("the ZIP download did not return a ZIP archive")
@@ -375,12 +378,13 @@ async def zip_download(ctx: Context, result: ScenarioResult) -> None:
         budget = max(concurrency, 4 if concurrency == 1 else concurrency)
         raw_sample = await client.run(raw, concurrency, duration=sizes.duration, max_requests=budget)
         await client.run(service_opener, concurrency, duration=sizes.warmup_seconds, max_requests=concurrency)
+        # Memory of the first instance (all of concurrency 1, a share above it); CPU of them all.
         memory = PeakMemory(ctx.service_pid)
-        cpu_before = cpu_seconds(ctx.service_pid)
+        cpu_before = ctx.instances.cpu_seconds()
         async with memory.watch():
             service_sample = await client.run(service_zip, concurrency, duration=sizes.duration,
                                               max_requests=budget)
-        service_sample.cpu_seconds = cpu_seconds(ctx.service_pid) - cpu_before
+        service_sample.cpu_seconds = ctx.instances.cpu_seconds() - cpu_before
         notes = {"messages": count, "message_bytes": sizes.zip_message_bytes,
                  "peak_rss_kib": memory.peak_kib, "start_rss_kib": memory.start_kib,
                  "hwm_reset": memory.hwm_reset, "rss_samples": memory.samples,
@@ -391,7 +395,8 @@ async def zip_download(ctx: Context, result: ScenarioResult) -> None:
         if concurrency == 1:
             peaks[str(count)] = {"peak_rss_kib": memory.peak_kib, "start_rss_kib": memory.start_kib}
     growth = (peaks[str(large)]["peak_rss_kib"] - peaks[str(small)]["peak_rss_kib"]) / 1024
-    result.extra["rss"] = {"small": small, "large": large, "by_count": peaks, "growth_mib": round(growth, 2)}
+    result.extra["rss"] = {"small": small, "large": large, "by_count": peaks, "growth_mib": round(growth, 2),
+                           "instance": f"first of {len(ctx.instances)}" if len(ctx.instances) > 1 else "only"}
 
 
 # -- the table of scenarios ------------------------------------------------------------

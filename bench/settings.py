@@ -77,7 +77,8 @@ QUICK_SIZES = Sizes(
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything a run needs to know; ``couch_url`` None means the embedded store."""
+    """Everything a run needs to know; ``couch_url`` None means the embedded store;
+    ``instances`` service processes share the load (see :mod:`bench.context`)."""
 
     sizes: Sizes
     quick: bool
@@ -86,6 +87,7 @@ class Settings:
     couch_url: str | None
     profile: Path | None
     seed: int
+    instances: int = 1
 
 
 def _sizes_list(text: str) -> tuple[int, ...]:
@@ -96,6 +98,16 @@ def _sizes_list(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("sizes must be positive integers")
     return values
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -115,8 +127,14 @@ def parser() -> argparse.ArgumentParser:
                      help="seconds the default sizes are chosen to fit in (default 540)")
     cli.add_argument("--duration", type=float, default=None, help="seconds per measurement")
     cli.add_argument("--rounds", type=int, default=None, help="alternating raw/service rounds per measurement")
+    cli.add_argument("--instances", type=_positive, default=1, metavar="N",
+                     help="service processes, each on its own port, against the same store (default 1); worker w "
+                          "of a measurement uses instance w mod N, and with several CouchDB nodes in "
+                          "KAZOO_VM_COUCH_URL instance i (and the raw requests of its workers) puts node i "
+                          "mod the node count first")
     cli.add_argument("--profile", type=Path, default=None,
-                     help="run the service under cProfile and write its stats to this file")
+                     help="run the service (with --instances, its first instance) under cProfile and write its "
+                          "stats to this file")
     cli.add_argument("--seed", type=int, default=20240501, help="random seed of the loaded data")
     return cli
 
@@ -148,4 +166,5 @@ def from_args(argv: list[str] | None = None, env: dict[str, str] | None = None) 
         couch_url=environ.get("KAZOO_VM_COUCH_URL") or None,
         profile=args.profile,
         seed=args.seed,
+        instances=args.instances,
     )

@@ -193,6 +193,26 @@ def _ancestry(leaf: dict[str, Any]) -> list[str]:
     return [f"{start - index}-{rev_hash}" for index, rev_hash in enumerate(ids)]
 
 
+def _branches(leaves: list[dict[str, Any]], rev: str) -> list[tuple[str, dict[str, Any]]] | None:
+    """``(first revision, leaf)`` of every leaf grown from the parent of ``rev``: the
+    first revision after that parent names the write that started the leaf's branch.
+    None when no leaf descends from ``rev``."""
+    ours = next((_ancestry(leaf) for leaf in leaves if rev in _ancestry(leaf)), None)
+    if ours is None:
+        return None
+    below = ours[ours.index(rev) + 1:]
+    parent = below[0] if below else None
+    branches: list[tuple[str, dict[str, Any]]] = []
+    for leaf in leaves:
+        ancestry = _ancestry(leaf)
+        if parent is None:  # a first revision: every history starts a branch
+            if _generation(ancestry[-1]) == 1:
+                branches.append((ancestry[-1], leaf))
+        elif parent in ancestry and ancestry.index(parent) > 0:
+            branches.append((ancestry[ancestry.index(parent) - 1], leaf))
+    return branches
+
+
 def _winning_order(leaf: dict[str, Any]) -> tuple[bool, int, str]:
     """CouchDB's choice of the winning revision: a live leaf before a deleted one, then
     the longer history, then the greater revision hash."""
@@ -539,7 +559,7 @@ class Couch:
                                                      params=await self._every_copy(db), json_body=doc)
                 rev = str(body["rev"])
                 if status == 202:
-                    await self._settle(db, doc["_id"], rev, doc.get("_rev"))
+                    await self._settle(db, doc["_id"], rev)
                 return [rev]
             except StorageError as error:
                 return [error]
@@ -566,17 +586,18 @@ class Couch:
             revs.append(translate(status, reason, f"/{quote_db(db)}/{quote_doc(doc['_id'])}"))
         return revs
 
-    async def _settle(self, db: str, doc_id: str, rev: str, parent: str | None) -> None:
+    async def _settle(self, db: str, doc_id: str, rev: str) -> None:
         """Decide a write CouchDB accepted on fewer copies than asked (202).
 
         The document's leaves are read from every copy (``open_revs=all``, ``r`` = n).
-        The leaves grown from ``parent`` (the revision written on; any leaf for a new
-        document) form branches, each started by one write; the write of ``rev`` stands
-        when its branch holds the winner CouchDB picks among them (a deletion stands
-        when the winner is deleted too). A standing write deletes the live leaves of the
-        other branches; a losing one deletes its own and raises :class:`Conflict`. Both
-        racing writers read the same leaves (each was answered only after every copy had
-        decided between them), so exactly one of them stands.
+        The leaves grown from the revision ``rev`` was written on (its parent, as the
+        copies record it: a document re-created over a deletion has one) form branches,
+        each started by one write; the write of ``rev`` stands when its branch holds the
+        winner CouchDB picks among them (a deletion stands when the winner is deleted
+        too). A standing write deletes the live leaves of the other branches; a losing
+        one deletes its own and raises :class:`Conflict`. Racing writers read the same
+        leaves (each was answered only after every copy had decided between them), so
+        exactly one of them stands.
 
         Raises :class:`Unavailable` when no readable copy holds the write (the copies
         that took it are down): its outcome is unknown."""
@@ -585,18 +606,12 @@ class Couch:
                                                              "r": await self.copies(db)})
         leaves = [entry["ok"] for entry in body if isinstance(entry, dict) and isinstance(entry.get("ok"), dict)] \
             if isinstance(body, list) else []
-        depth = _generation(parent)
-        branches: list[tuple[str, dict[str, Any]]] = []
-        for leaf in leaves:
-            ancestry = _ancestry(leaf)
-            index = _generation(str(leaf.get("_rev"))) - depth - 1
-            if (parent is None or parent in ancestry) and 0 <= index < len(ancestry):
-                branches.append((ancestry[index], leaf))
-        mine = [leaf for first, leaf in branches if first == rev]
-        if not mine:
+        branches = _branches(leaves, rev)
+        if branches is None:
             raise Unavailable(f"{path}: written on copies that cannot be read now")
+        mine = [leaf for first, leaf in branches if first == rev]
         winner_first, winner = max(branches, key=lambda branch: _winning_order(branch[1]))
-        deleting = bool(mine[0].get("_deleted")) and _generation(str(mine[0].get("_rev"))) == _generation(rev)
+        deleting = bool(mine[0].get("_deleted")) and mine[0].get("_rev") == rev
         if winner_first == rev or (deleting and winner.get("_deleted")):
             others = [leaf for first, leaf in branches if first != rev and not leaf.get("_deleted")]
             await self._delete_revisions(db, [(doc_id, str(leaf["_rev"])) for leaf in others])
@@ -604,6 +619,27 @@ class Couch:
         log.info("write %s of %s in %s lost to %s on another copy", rev, doc_id, db, winner.get("_rev"))
         await self._delete_revisions(db, [(doc_id, str(leaf["_rev"])) for leaf in mine if not leaf.get("_deleted")])
         raise Conflict(path, "conflict: another write of the same revision won on another copy")
+
+    async def live_leaves(self, db: str, doc_id: str) -> list[dict[str, Any]]:
+        """Every live leaf revision of the document, from every copy (``open_revs=all``,
+        ``r`` = n): one when it has no conflicts, none when it is deleted or missing."""
+        params: dict[str, QueryValue] = {"open_revs": "all"}
+        copies = await self.copies(db)
+        if copies > 1:
+            params["r"] = copies
+        try:
+            _, _, body = await self.request("GET", f"/{quote_db(db)}/{quote_doc(doc_id)}", params=params)
+        except NotFound:
+            return []
+        return [entry["ok"] for entry in body if isinstance(entry, dict) and isinstance(entry.get("ok"), dict)
+                and not entry["ok"].get("_deleted")] if isinstance(body, list) else []
+
+    async def delete_leaves(self, db: str, doc_id: str, revs: list[str]) -> None:
+        """Delete these leaf revisions of the document (each its own branch)."""
+        deletions = [{"_id": doc_id, "_rev": rev, "_deleted": True} for rev in revs]
+        if deletions:
+            await self.request("POST", f"/{quote_db(db)}/_bulk_docs", params=await self._every_copy(db),
+                               json_body={"docs": deletions})
 
     async def _delete_revisions(self, db: str, revisions: list[tuple[str, str]]) -> None:
         """Delete losing revisions (best effort: a later read or write tries again)."""
@@ -664,7 +700,7 @@ class Couch:
         if not result.get("accepted") or "rev" not in result:
             return result
         try:
-            await self._settle(db, str(doc["_id"]), str(result["rev"]), doc.get("_rev"))
+            await self._settle(db, str(doc["_id"]), str(result["rev"]))
         except Conflict as error:
             return {"id": doc["_id"], "error": "conflict", "reason": error.reason}
         except Unavailable as error:
@@ -750,7 +786,7 @@ class Couch:
             headers={"Content-Type": content_type},
         )
         if status == 202:
-            await self._settle(db, doc_id, str(body["rev"]), rev)
+            await self._settle(db, doc_id, str(body["rev"]))
         return str(body["rev"])
 
 

@@ -37,7 +37,9 @@ class Services:
         return cls(store=store, accounts=Accounts(store, cache_ttl=cache_ttl), users=Users(store),
                    vmboxes=Vmboxes(store, cache_ttl=cache_ttl), messages=messages, moves=Moves(store, messages),
                    legacy=Legacy(store, messages, cache_ttl=cache_ttl), notifications=Notifications(store),
-                   replication=Replication(store, couch_url))
+                   # CouchDB's replicator runs on the nodes: any one node's URL names this
+                   # cluster for it (KAZOO_VM_COUCH_URL may list several)
+                   replication=Replication(store, store.couch.endpoint.with_credentials()))
 
     async def close(self) -> None:
         await self.store.close()

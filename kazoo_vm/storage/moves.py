@@ -133,10 +133,13 @@ class Moves:
         try:
             await self._remove_source(source_db, claimed, copy_id)
         except Conflict:
-            with contextlib.suppress(NotFound, Conflict):  # the source was won by another change
-                await self._couch.delete_doc(located[0], copy_id, str(located[1]["_rev"]))
-            await self._drop(pointer)
-            raise
+            if await self._couch.live_leaves(source_db, source_id):
+                with contextlib.suppress(NotFound, Conflict):  # the source was won by another change
+                    await self._couch.delete_doc(located[0], copy_id, str(located[1]["_rev"]))
+                await self._drop(pointer)
+                raise
+            # no version of the source is left: the copy is the message now
+        await self._no_source_left(source_db, source_id)
         await self._drop(pointer)
         return located
 
@@ -183,6 +186,21 @@ class Moves:
             except Conflict:
                 doc = None
         raise Conflict(claimed["_id"])
+
+    async def _no_source_left(self, db: str, source_id: str) -> None:
+        """Delete every version of the source still live once the copy is stored. On a
+        CouchDB cluster a change of the message racing the move (a folder change, a
+        soft delete) can stand on a copy as a branch of its own beside the deleted one:
+        CouchDB would make it the winner, and the message would be in two boxes."""
+        if await self._couch.copies(db) <= 1:
+            return  # one copy: every write was decided against the others at once
+        for _ in range(ATTEMPTS):
+            left = await self._couch.live_leaves(db, source_id)
+            if not left:
+                return
+            log.info("deleting %d version(s) of moved message %s left beside the move", len(left), source_id)
+            with contextlib.suppress(Conflict):
+                await self._couch.delete_leaves(db, source_id, [str(leaf["_rev"]) for leaf in left])
 
     async def _finished_copy(self, account_id: str, copy_id: str, source_id: str) -> Located:
         """The copy of ``source_id`` stored as ``copy_id``; NotFound when there is none."""

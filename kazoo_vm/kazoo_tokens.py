@@ -57,9 +57,9 @@ PVT_SIGNATURE_SECRET = "pvt_signature_secret"
 CROSSBAR_AUTH_CATEGORY = "crossbar.auth"
 BASIC_AUTH_TYPE = "basic_auth_type"
 # A key id becomes a document id: no design/local documents, nothing unbounded.
-KEY_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._@-]{0,127}$")
-IDENTITY_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
-HEX_CREDENTIALS = re.compile(r"^[0-9a-fA-F]{32}$|^[0-9a-fA-F]{40}$")
+KEY_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._@-]{0,127}\Z")
+IDENTITY_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}\Z")
+HEX_CREDENTIALS = re.compile(r"^[0-9a-fA-F]{32}\Z|^[0-9a-fA-F]{40}\Z")
 MAX_TOKEN = 8192
 REREAD_INTERVAL = 1.0
 MAX_KEYS = 32

@@ -21,7 +21,7 @@ from .errors import ApiError, InvalidMethod, NotFoundPath, UnspecifiedFault, fro
 from .storage.errors import StorageError
 
 log = logging.getLogger(__name__)
-REQUEST_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}$")
+REQUEST_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}\Z")
 
 
 def _request_id(request: web.Request) -> str:

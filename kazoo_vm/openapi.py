@@ -131,6 +131,8 @@ STATUS_TEXT = {
 
 
 def _string(**extra: Any) -> Json:
+    if isinstance(extra.get("pattern"), str):  # Python's end of input (``\Z``) is ECMA's ``$``
+        extra["pattern"] = extra["pattern"].replace("\\Z", "$")
     return {"type": "string", **extra}
 
 
@@ -291,7 +293,7 @@ QUERY: dict[str, list[Json]] = {
 PATH_PARAMETERS: dict[str, Json] = {
     "account_id": _string(pattern=naming.ACCOUNT_ID.pattern),
     # The router gives `messages` after /vmboxes to the account-wide listing.
-    "vmbox_id": _string(pattern=f"^(?!messages$)(?!.*[.][.]){naming.VMBOX_ID.pattern[1:]}"),
+    "vmbox_id": _string(pattern=f"^(?!messages$)(?!.*[.][.]){naming.VMBOX_ID_PATTERN[1:]}"),
     "message_id": _string(pattern=rf"^(?:\d{{6}}-)?{naming.LEGACY_MESSAGE_ID.pattern[1:]}"),
     "name": _ref("schema_name"),
 }

@@ -60,3 +60,18 @@ async def test_box_id_chosen_by_client_with_slash_is_refused(api: Api) -> None:
     reply = await api.put("/vmboxes", {"id": "a/b", "name": "n", "mailbox": "1"})
     data = assert_error(reply, 400, "validation error")
     assert "pattern" in data["id"]
+
+
+async def test_box_id_chosen_by_client_ending_in_a_newline_is_refused(api: Api) -> None:
+    reply = await api.put("/vmboxes", {"id": "box1\n", "name": "n", "mailbox": "1"})
+    data = assert_error(reply, 400, "validation error")
+    assert data["id"]["pattern"]["target"] == "^[0-9A-Za-z][0-9A-Za-z_\\-.]{0,127}$"
+    assert (await api.get("/vmboxes")).data == []
+
+
+@pytest.mark.parametrize("path", ["/vmboxes/box1%0A", "/vmboxes/box1%0A/messages"])
+async def test_box_id_ending_in_a_newline_in_the_url_is_404(api: Api, path: str) -> None:
+    await api.put("/vmboxes", {"id": "box1", "name": "n", "mailbox": "1"})
+    url = yarl.URL(api.url(path), encoded=True)  # sent as written
+    async with api.client.get(url, headers={"X-Auth-Token": str(api.token)}) as response:
+        assert response.status == 404, await response.text()

@@ -33,7 +33,7 @@ from .auth import _auth_data
 from .common import author, payload, services
 
 SAVE_RETRIES = 3
-USER_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,127}$")
+USER_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,127}\Z")
 # What crossbar adds to an account from its private fields; never stored from a request.
 ACCOUNT_READ_ONLY = ("id", "_read_only", "created", "enabled", "is_reseller", "reseller_id", "superduper_admin",
                      "wnm_allow_additions", "billing_mode", "api_key", "notification_preference", "trial_time_left")
@@ -44,8 +44,8 @@ VOICEMAILS_I18N = {
     "en-US": {"label": "Voicemails",
               "description": "Listen to, move and delete the messages of your voicemail boxes."},
 }
-FORWARDED_HOST = re.compile(r"^[0-9A-Za-z.\-:\[\]]{1,255}$")
-FORWARDED_PREFIX = re.compile(r"^(/[0-9A-Za-z._~\-]+)*/?$")
+FORWARDED_HOST = re.compile(r"^[0-9A-Za-z.\-:\[\]]{1,255}\Z")
+FORWARDED_PREFIX = re.compile(r"^(/[0-9A-Za-z._~\-]+)*/?\Z")
 
 
 def _object_data(data: Any) -> dict[str, Any]:

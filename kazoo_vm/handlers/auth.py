@@ -12,7 +12,7 @@ from ..errors import NoCredentials, validation_error
 from ..storage.errors import NotFound
 from .common import payload, services
 
-CREDENTIALS = re.compile(r"^[0-9a-fA-F]{32}$|^[0-9a-fA-F]{40}$")
+CREDENTIALS = re.compile(r"^[0-9a-fA-F]{32}\Z|^[0-9a-fA-F]{40}\Z")
 
 
 async def _auth_data(request: web.Request, account_id: str, owner_id: str | None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from ..errors import BadIdentifier, ValidationError
 from ..validation import SchemaStore
 from .common import payload
 
-NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+NAME = re.compile(r"^[A-Za-z0-9_.\-]+\Z")
 SUFFIX = ".json"
 
 

@@ -115,8 +115,8 @@ async def create_vmbox(request: web.Request) -> web.Response:
     chosen_id = data.get("id")
     errors: ValidationErrors = {}
     if chosen_id is not None and (not isinstance(chosen_id, str) or not naming.is_vmbox_id(chosen_id)):
-        add_error(errors, "id", "pattern", {"message": f"Failed to match pattern '{naming.VMBOX_ID.pattern}'",
-                                            "target": naming.VMBOX_ID.pattern, "value": chosen_id})
+        add_error(errors, "id", "pattern", {"message": f"Failed to match pattern '{naming.VMBOX_ID_PATTERN}'",
+                                            "target": naming.VMBOX_ID_PATTERN, "value": chosen_id})
     try:
         box = await validate_box(request, account_id, data, None)
     except ValidationError as failure:

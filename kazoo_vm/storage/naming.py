@@ -16,13 +16,15 @@ ACCOUNTS_DB = "accounts"
 SYSTEM_CONFIG_DB = "system_config"
 SYSTEM_AUTH_DB = "system_auth"
 
-ACCOUNT_ID = re.compile(r"^[0-9a-f]{32}$")
-MODB_MESSAGE_ID = re.compile(r"^(\d{4})(\d{2})-[0-9a-f]{32}$")
-LEGACY_MESSAGE_ID = re.compile(r"^[0-9a-f]{32}$")
+ACCOUNT_ID = re.compile(r"^[0-9a-f]{32}\Z")
+MODB_MESSAGE_ID = re.compile(r"^(\d{4})(\d{2})-[0-9a-f]{32}\Z")
+LEGACY_MESSAGE_ID = re.compile(r"^[0-9a-f]{32}\Z")
 # Kazoo generates 32-hex box ids; a client may choose its own (crossbar copies
 # ``data.id``). Anything that could escape a URL segment or a database path is refused.
-VMBOX_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_\-.]{0,127}$")
-ACCOUNT_DB = re.compile(r"^account/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{28}$")
+# (Patterns end in ``\Z``: ``$`` would also match before a final newline.)
+VMBOX_ID_PATTERN = r"^[0-9A-Za-z][0-9A-Za-z_\-.]{0,127}$"  # as JSON Schema and error messages give it
+VMBOX_ID = re.compile(VMBOX_ID_PATTERN[:-1] + r"\Z")
+ACCOUNT_DB = re.compile(r"^account/[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{28}\Z")
 GREGORIAN_UNIX_OFFSET = 62167219200
 
 

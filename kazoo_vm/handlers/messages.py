@@ -384,11 +384,10 @@ async def _send_ranged(request: web.Request, audio: AudioStream, filename: str) 
     size = audio.size
     headers = {"Content-Disposition": f"attachment; filename={filename}", "Accept-Ranges": "bytes"}
     span = _byte_range(request.headers.get("Range", ""), size)
-    if span is None or span == (0, size - 1):
+    if span is None:
         status, start, end = 200, 0, size - 1
-    else:
+    else:  # also the whole file asked as a range (browsers' ``bytes=0-``): 206, as RFC 9110 says
         status, (start, end) = 206, span
-    if "Range" in request.headers and size:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     # The first bytes are read before the answer starts: a store that fails now is a 503
     # envelope, not a broken download.

@@ -578,10 +578,16 @@ async def test_listing_rows_say_transcribed(api: Api, vmbox: dict[str, Any], ser
     assert set(rows[good["media_id"]]) == SUMMARY_KEYS | {"transcribed"}
 
 
-# rule 50
-async def test_listing_unknown_box_is_empty(api: Api) -> None:
-    reply = await listing(api, hex_id())
-    assert reply.data == []
+# rule 50 (a deliberate difference: Kazoo lists nothing)
+async def test_listing_unknown_box_is_404_with_box_as_cause(api: Api) -> None:
+    missing = hex_id()
+    reply = await api.get(f"/vmboxes/{missing}/messages")
+    assert assert_error(reply, 404, "bad_identifier") == {"cause": missing, "message": "bad identifier"}
+
+
+async def test_listing_a_deleted_box_is_404(api: Api, vmbox: dict[str, Any]) -> None:
+    assert (await api.delete(f"/vmboxes/{vmbox['id']}")).status == 200
+    assert_error(await api.get(f"/vmboxes/{vmbox['id']}/messages"), 404, "bad_identifier")
 
 
 # rule 51

@@ -244,8 +244,10 @@ def _legacy_view_rows(rows: list[dict[str, Any]], box_id: str | None,
 
 
 async def list_box_messages(request: web.Request) -> web.Response:
-    """E8: the box is not loaded; an unknown box lists nothing."""
-    _account_id, box_id = _ids(request)
+    """E8. An unknown (or deleted) box is a 404 ``bad_identifier``, as for the box itself
+    (Kazoo lists nothing: a mistyped id would look like an empty box)."""
+    account_id, box_id = _ids(request)
+    await _box(request, account_id, box_id)
     return await _list(request, box_id)
 
 

@@ -1532,12 +1532,37 @@ async def test_bulk_delete_folder_deleted_only_deletes_the_deleted_folder(api: A
     assert sorted(await listed_ids(api, vmbox["id"])) == sorted([ids["new"], ids["saved"]])
 
 
-# rule 81
-async def test_bulk_delete_unknown_folder_deletes_everything(api: Api, vmbox: dict[str, Any]) -> None:
+# rule 81 (a deliberate difference: Kazoo deletes every message of the box)
+@pytest.mark.parametrize("where", ["query", "data"])
+async def test_bulk_delete_of_an_unknown_folder_is_400_and_deletes_nothing(api: Api, vmbox: dict[str, Any],
+                                                                          where: str) -> None:
     ids = await _three_folders(api, vmbox["id"])
-    reply = await api.call("DELETE", f"/vmboxes/{vmbox['id']}/messages", params={"folder": "foo"})
-    assert sorted(reply.data["succeeded"]) == sorted(ids.values())
-    assert await listed_ids(api, vmbox["id"]) == []
+    reply = await api.call("DELETE", f"/vmboxes/{vmbox['id']}/messages", params={"folder": "savedd"}) \
+        if where == "query" else await api.delete(f"/vmboxes/{vmbox['id']}/messages", {"folder": "savedd"})
+    data = assert_error(reply, 400, "validation error")
+    assert data["folder"]["enum"] == {"message": "Value not found in enumerated list of values",
+                                      "target": ["new", "saved", "deleted"], "value": "savedd"}
+    assert sorted(await listed_ids(api, vmbox["id"])) == sorted(ids.values())
+
+
+async def test_bulk_delete_with_messages_not_a_list_is_400_and_deletes_nothing(api: Api,
+                                                                              vmbox: dict[str, Any]) -> None:
+    ids = await _three_folders(api, vmbox["id"])
+    data = assert_error(await api.delete(f"/vmboxes/{vmbox['id']}/messages", {"messages": 5}), 400,
+                        "validation error")
+    assert "type" in data["messages"]
+    assert sorted(await listed_ids(api, vmbox["id"])) == sorted(ids.values())
+
+
+@pytest.mark.parametrize("where", ["query", "data"])
+async def test_folder_change_to_an_unknown_folder_is_400_and_changes_nothing(api: Api, vmbox: dict[str, Any],
+                                                                            where: str) -> None:
+    created = await create(api, vmbox["id"])
+    path = f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}"
+    reply = await api.call("POST", path, data={}, params={"folder": "trash"}) if where == "query" \
+        else await api.post(path, {"folder": "trash"})
+    assert "enum" in assert_error(reply, 400, "validation error")["folder"]
+    assert (await api.get(path)).data["folder"] == "new"
 
 
 # rule 82 (decisions: listed ids not in the box fail not_found)

@@ -76,12 +76,16 @@ def _cutoff(request: web.Request, now: int) -> int:
 
 
 def _folder_choice(request: web.Request, body: Payload) -> str | None:
-    """The first of data.folder, ?folder=, envelope folder that names a folder."""
-    for value in (body.data.get("folder") if isinstance(body.data, dict) else None,
-                  request.query.get("folder"), body.envelope.get("folder")):
-        if value in box_message.FOLDERS:
-            return str(value)
-    return None
+    """The first of data.folder, ?folder=, envelope folder that is given. A value given
+    that names no folder is a 400 (Kazoo ignores it: a typo then files a message as
+    ``saved``, or deletes every message of the box)."""
+    given = [value for value in (body.data.get("folder") if isinstance(body.data, dict) else None,
+                                 request.query.get("folder"), body.envelope.get("folder")) if value is not None]
+    for value in given:
+        if value not in box_message.FOLDERS:
+            raise validation_error("folder", "enum", "Value not found in enumerated list of values",
+                                   target=list(box_message.FOLDERS), value=value)
+    return str(given[0]) if given else None
 
 
 def _result(succeeded: list[str], failed: dict[str, str]) -> dict[str, Any]:
@@ -724,6 +728,9 @@ async def bulk_delete(request: web.Request) -> web.Response:
             folders[item["media_id"]] = item.get("folder") or "new"
     failed: dict[str, str] = {}
     listed = body.data.get("messages") if isinstance(body.data, dict) else None
+    if listed is not None and not isinstance(listed, list):  # Kazoo: deletes every message
+        raise validation_error("messages", "type", "Value did not match type(s): array", target="array",
+                               value=listed)
     if isinstance(listed, list):
         wanted = list(dict.fromkeys(str(item) for item in listed))
         selected = [message_id for message_id in wanted if message_id in folders]

@@ -947,6 +947,10 @@ class VoicemailMachine(RuleBasedStateMachine):
         self.step("list_box_messages_paged" if paginated else "list_box_messages", mutates=False)
         box_id = self.box_choice(data) if self.boxes else "0" * 32
         path = f"/vmboxes/{box_id}/messages"
+        if box_id not in self.boxes or self.boxes[box_id].deleted:
+            reply = self.call("GET", path, params={"paginate": "false"} if not paginated else {"page_size": str(page_size)})
+            self.expect_error(reply, 404, "bad_identifier", "GET messages of a missing box", cause=box_id)
+            return
         if not paginated:
             reply = self.call("GET", path, params={"paginate": "false"})
             self.expect_status(reply, 200, "GET box messages")

@@ -948,7 +948,8 @@ class VoicemailMachine(RuleBasedStateMachine):
         box_id = self.box_choice(data) if self.boxes else "0" * 32
         path = f"/vmboxes/{box_id}/messages"
         if box_id not in self.boxes or self.boxes[box_id].deleted:
-            reply = self.call("GET", path, params={"paginate": "false"} if not paginated else {"page_size": str(page_size)})
+            params = {"page_size": str(page_size)} if paginated else {"paginate": "false"}
+            reply = self.call("GET", path, params=params)
             self.expect_error(reply, 404, "bad_identifier", "GET messages of a missing box", cause=box_id)
             return
         if not paginated:

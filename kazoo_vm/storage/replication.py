@@ -4,6 +4,11 @@
 every monthly database; with ``both_ways`` one more per database for the way back) on
 the source server, named from what it copies where so that running it again changes
 nothing, and records the target in ``system_config/kazoo_vm.replication.<account>``.
+One pair is run the other way round: from Apache CouchDB to a pouchdb-server the
+documents go to the target's ``_replicator`` (pouchdb-server pulls). CouchDB's replicator
+writes a document with attachments by a multipart ``PUT ?new_edits=false``, which
+pouchdb-server stores but answers with a JSON list instead of an object; the replicator
+then crashes and retries with a growing back-off, so such documents arrived minutes late.
 Every kazoo_vm instance reads that record when it creates a new monthly database and adds
 the replication for it. The account's doc in the ``accounts`` database is replicated too
 (``doc_ids``), so the other side can authenticate the account.
@@ -16,7 +21,9 @@ revisions (``Couch.put_doc``).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,6 +43,8 @@ class Target:
     url: str
     continuous: bool = True
     both_ways: bool = False
+    #: The target's own replicator runs the replications (Apache CouchDB → pouchdb-server).
+    pulled: bool = False
 
     @property
     def safe_url(self) -> str:
@@ -76,8 +85,37 @@ class Replication:
         for entry in config.get("targets") or []:
             if isinstance(entry, dict) and isinstance(entry.get("url"), str):
                 found.append(Target(entry["url"], bool(entry.get("continuous", True)),
-                                    bool(entry.get("both_ways", False))))
+                                    bool(entry.get("both_ways", False)), bool(entry.get("pulled", False))))
         return found
+
+    async def _pulled(self, target: Target) -> Target:
+        """The target, marked ``pulled`` when this server is Apache CouchDB and the target
+        a pouchdb-server (see the module's docstring)."""
+        if "express-pouchdb" in await self._couch.info():
+            return replace(target, pulled=False)
+        runner = Couch(target.url, timeout=10.0)
+        try:
+            welcome = await runner.info()
+        except StorageError as error:
+            raise StoreFault("replication_target_unreachable", f"the target does not answer: {error}") from error
+        finally:
+            await runner.close()
+        return replace(target, pulled="express-pouchdb" in welcome)
+
+    @asynccontextmanager
+    async def _runner(self, target: Target) -> AsyncIterator[Couch]:
+        """The server whose ``_replicator`` holds the target's replications."""
+        if not target.pulled:
+            yield self._couch
+            return
+        runner = Couch(target.url, timeout=10.0)
+        try:
+            if not await runner.db_exists(REPLICATOR_DB):
+                with suppress(Conflict):
+                    await runner.create_db(REPLICATOR_DB)
+            yield runner
+        finally:
+            await runner.close()
 
     async def _remember(self, account_id: str, target: Target) -> None:
         doc_id = CONFIG_PREFIX + account_id
@@ -89,7 +127,7 @@ class Replication:
             entries = [entry for entry in config.get("targets") or []
                        if isinstance(entry, dict) and Target(str(entry.get("url"))).safe_url != target.safe_url]
             config["targets"] = [*entries, {"url": target.url, "continuous": target.continuous,
-                                            "both_ways": target.both_ways}]
+                                            "both_ways": target.both_ways, "pulled": target.pulled}]
             try:
                 await self._couch.put_doc(naming.SYSTEM_CONFIG_DB, config)
                 return
@@ -119,11 +157,11 @@ class Replication:
             doc["kazoo_vm"] = {"account_id": account_id, "database": db, "target": target.safe_url}
         return docs
 
-    async def _ensure(self, wanted: dict[str, Any]) -> str:
+    async def _ensure(self, runner: Couch, wanted: dict[str, Any]) -> str:
         """Write one ``_replicator`` doc unless an identical one exists; returns its id."""
         for _attempt in range(5):
             try:
-                current = await self._couch.get_doc(REPLICATOR_DB, wanted["_id"])
+                current = await runner.get_doc(REPLICATOR_DB, wanted["_id"])
             except NotFound:
                 current = None
             if current is not None and all(current.get(key) == value for key, value in wanted.items()):
@@ -132,7 +170,7 @@ class Replication:
             if current is not None:
                 doc["_rev"] = current["_rev"]
             try:
-                await self._couch.put_doc(REPLICATOR_DB, doc)
+                await runner.put_doc(REPLICATOR_DB, doc)
                 return str(wanted["_id"])
             except Conflict:
                 continue
@@ -141,18 +179,20 @@ class Replication:
     async def replicate(self, account_id: str, target: Target) -> list[str]:
         """Set up the replications of the account to ``target``; returns their ids."""
         await self._setup()
+        target = await self._pulled(target)
         await self._remember(account_id, target)
         ids = []
-        for db in await self.databases(account_id):
-            for doc in self._documents(account_id, db, target):
-                ids.append(await self._ensure(doc))
-        accounts_doc = {"_id": replication_id(f"{naming.ACCOUNTS_DB}/{account_id}", target, "push"),
-                        "source": _db_url(self._source, naming.ACCOUNTS_DB),
-                        "target": _db_url(target.url, naming.ACCOUNTS_DB), "create_target": True,
-                        "continuous": target.continuous, "doc_ids": [account_id],
-                        "kazoo_vm": {"account_id": account_id, "database": naming.ACCOUNTS_DB,
-                                     "target": target.safe_url}}
-        ids.append(await self._ensure(accounts_doc))
+        async with self._runner(target) as runner:
+            for db in await self.databases(account_id):
+                for doc in self._documents(account_id, db, target):
+                    ids.append(await self._ensure(runner, doc))
+            accounts_doc = {"_id": replication_id(f"{naming.ACCOUNTS_DB}/{account_id}", target, "push"),
+                            "source": _db_url(self._source, naming.ACCOUNTS_DB),
+                            "target": _db_url(target.url, naming.ACCOUNTS_DB), "create_target": True,
+                            "continuous": target.continuous, "doc_ids": [account_id],
+                            "kazoo_vm": {"account_id": account_id, "database": naming.ACCOUNTS_DB,
+                                         "target": target.safe_url}}
+            ids.append(await self._ensure(runner, accounts_doc))
         return ids
 
     async def stop(self, account_id: str) -> list[str]:
@@ -160,9 +200,9 @@ class Replication:
         Data already copied stays on both sides. Apache CouchDB only: pouchdb-server
         crashes when a ``_replicator`` doc is deleted and refuses to change a running
         one, so there this raises StoreFault(``replication_stop_unsupported``)."""
-        if "express-pouchdb" in (await self._couch.info()):
-            raise StoreFault("replication_stop_unsupported", "pouchdb-server cannot stop a running replication")
         targets = await self.targets(account_id)
+        if "express-pouchdb" in (await self._couch.info()) or any(target.pulled for target in targets):
+            raise StoreFault("replication_stop_unsupported", "pouchdb-server cannot stop a running replication")
         removed = []
         for target in targets:
             wanted = [doc["_id"] for db in await self.databases(account_id)
@@ -194,28 +234,31 @@ class Replication:
         """Hook of :class:`Store`: replicate a new MODB wherever the account goes."""
         for target in await self.targets(account_id):
             await self._setup()
-            for doc in self._documents(account_id, db, target):
-                await self._ensure(doc)
+            async with self._runner(target) as runner:
+                for doc in self._documents(account_id, db, target):
+                    await self._ensure(runner, doc)
 
     async def status(self, account_id: str) -> list[dict[str, Any]]:
         """Each replication of the account: id, database, direction, target, state."""
         result = []
         for target in await self.targets(account_id):
-            for db in await self.databases(account_id):
-                for doc in self._documents(account_id, db, target):
-                    result.append({"id": doc["_id"], "database": db, "target": target.safe_url,
-                                   "state": await self._state(doc["_id"])})
+            async with self._runner(target) as runner:
+                for db in await self.databases(account_id):
+                    for doc in self._documents(account_id, db, target):
+                        result.append({"id": doc["_id"], "database": db, "target": target.safe_url,
+                                       "state": await self._state(runner, doc["_id"])})
         return result
 
-    async def _state(self, doc_id: str) -> str:
+    @staticmethod
+    async def _state(runner: Couch, doc_id: str) -> str:
         try:
-            scheduled = await self._couch.get_json(f"/_scheduler/docs/{REPLICATOR_DB}/{doc_id}")
+            scheduled = await runner.get_json(f"/_scheduler/docs/{REPLICATOR_DB}/{doc_id}")
             if isinstance(scheduled, dict) and scheduled.get("state"):
                 return str(scheduled["state"])
         except StorageError:  # pouchdb-server has no scheduler API: the doc tells
             pass
         try:
-            doc = await self._couch.get_doc(REPLICATOR_DB, doc_id)
+            doc = await runner.get_doc(REPLICATOR_DB, doc_id)
         except NotFound:
             return "missing"
         return str(doc.get("_replication_state") or "pending")

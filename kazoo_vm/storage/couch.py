@@ -86,7 +86,7 @@ UNGROUPED = ("_design/", "_local/")
 COPIES_REMEMBERED = 10_000
 
 # View query parameters whose values CouchDB expects JSON-encoded.
-JSON_PARAMS = frozenset({"key", "keys", "startkey", "endkey", "start_key", "end_key"})
+JSON_PARAMS = frozenset({"key", "keys", "startkey", "endkey", "start_key", "end_key", "atts_since"})
 
 
 @functools.lru_cache(maxsize=4096)
@@ -613,12 +613,39 @@ class Couch:
         winner_first, winner = max(branches, key=lambda branch: _winning_order(branch[1]))
         deleting = bool(mine[0].get("_deleted")) and mine[0].get("_rev") == rev
         if winner_first == rev or (deleting and winner.get("_deleted")):
+            if not winner.get("_deleted"):
+                await self._spread(db, doc_id, winner)
             others = [leaf for first, leaf in branches if first != rev and not leaf.get("_deleted")]
             await self._delete_revisions(db, [(doc_id, str(leaf["_rev"])) for leaf in others])
             return
         log.info("write %s of %s in %s lost to %s on another copy", rev, doc_id, db, winner.get("_rev"))
+        if not winner.get("_deleted"):
+            await self._spread(db, doc_id, winner)
         await self._delete_revisions(db, [(doc_id, str(leaf["_rev"])) for leaf in mine if not leaf.get("_deleted")])
         raise Conflict(path, "conflict: another write of the same revision won on another copy")
+
+    async def _spread(self, db: str, doc_id: str, leaf: dict[str, Any]) -> None:
+        """Put the winning leaf of a settled write on every copy before answering.
+
+        A copy that took the losing write first refused the winning one; once the loser
+        is deleted, that copy holds the document as deleted (or as the loser, until the
+        deletion reaches it) and a view read from it leaves the document out or lists it
+        where it no longer is — until CouchDB's internal replication brings the winner,
+        which can take seconds under load. Writing the winner's revision itself
+        (``new_edits=false``, with its history and the attachments it added) to every
+        copy closes that window; copies that have it change nothing. Best effort: a copy
+        that is down gets it from internal replication when it is back."""
+        ancestry = _ancestry(leaf)
+        params: dict[str, QueryValue] = {"rev": str(leaf.get("_rev")), "revs": True, "attachments": True,
+                                         "r": await self.copies(db)}
+        if len(ancestry) > 1:
+            params["atts_since"] = [ancestry[1]]
+        path = f"/{quote_db(db)}/{quote_doc(doc_id)}"
+        with contextlib.suppress(StorageError):
+            _, _, body = await self.request("GET", path, params=params)
+            if isinstance(body, dict) and body.get("_rev") == leaf.get("_rev"):
+                await self.request("POST", f"/{quote_db(db)}/_bulk_docs", params=await self._every_copy(db),
+                                   json_body={"new_edits": False, "docs": [body]})
 
     async def live_leaves(self, db: str, doc_id: str) -> list[dict[str, Any]]:
         """Every live leaf revision of the document, from every copy (``open_revs=all``,

@@ -1,0 +1,62 @@
+"""An instance's own box writes count at once, even for reads of the box in flight.
+
+Message creates read their box from a short per-instance cache (``KAZOO_VM_CACHE_TTL``).
+A read of the box that was sent before a ``DELETE`` or ``PATCH`` and finishes after it
+must not put the old box back into that cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+
+from conftest import Api, Reply
+
+ROUNDS = 30
+READERS = 32
+
+
+async def while_read(api: Api, path: str, change: Awaitable[Reply]) -> Reply:
+    """``change`` sent while ``READERS`` clients keep reading ``path``; returns its reply
+    once every read sent before it ended has ended too."""
+    done = asyncio.Event()
+
+    async def reader() -> None:
+        while not done.is_set():
+            await api.get(path)
+
+    readers = [asyncio.create_task(reader()) for _ in range(READERS)]
+    await asyncio.sleep(0.02)
+    try:
+        reply = await change
+    finally:
+        done.set()
+        await asyncio.gather(*readers)
+    return reply
+
+
+async def test_a_deleted_box_takes_no_message_though_reads_of_it_were_in_flight(api: Api) -> None:
+    accepted = []
+    for round_ in range(ROUNDS):
+        box = (await api.put("/vmboxes", {"name": f"Going {round_}", "mailbox": str(5000 + round_)})).data
+        path = f"/vmboxes/{box['id']}"
+        deleted = await while_read(api, path, api.delete(path))
+        assert deleted.status == 200, deleted.body
+        created = await api.put(f"{path}/messages", {"caller_id_number": "6001"})
+        if created.status != 404:
+            accepted.append((round_, created.status))
+    assert accepted == [], f"messages taken by a deleted box (round, status): {accepted}"
+
+
+async def test_a_message_create_sees_the_box_as_patched_though_reads_of_it_were_in_flight(api: Api) -> None:
+    stale = []
+    for round_ in range(ROUNDS):
+        box = (await api.put("/vmboxes", {"name": f"Changing {round_}", "mailbox": str(6000 + round_)})).data
+        path = f"/vmboxes/{box['id']}"
+        patched = await while_read(api, path, api.patch(path, {"mailbox": str(7000 + round_)}))
+        assert patched.status == 200, patched.body
+        created = await api.put(f"{path}/messages", {"caller_id_number": "6001"})
+        assert created.status == 201, created.body
+        if created.data["to_user"] != str(7000 + round_):
+            stale.append((round_, created.data["to_user"]))
+    assert stale == [], f"messages addressed to the box's mailbox before the PATCH (round, to_user): {stale}"

@@ -121,11 +121,14 @@ class NotAcceptable(ApiError):
 
 
 class UnsupportedMediaType(ApiError):
+    """415: the body (or a multipart part) is of a type the endpoint does not read;
+    ``data`` names the type given and the types accepted."""
+
     status = 415
     message = "unsupported_media_type"
 
-    def __init__(self) -> None:
-        super().__init__({"message": "unsupported media type"})
+    def __init__(self, content_type: str, accepted: list[str]) -> None:
+        super().__init__({"message": "unsupported media type", "content_type": content_type, "accepted": accepted})
 
 
 class DatastoreConflict(ApiError):

@@ -125,7 +125,8 @@ STATUS_TEXT = {
          "or bad `page_size` (`faulty_request`)",
     405: "Method not allowed on this path (`invalid_method`), e.g. a box id `messages`",
     409: "The document changed meanwhile (`datastore_conflict`)",
-    415: "The request body is neither JSON nor a form (`unsupported_media_type`)",
+    415: "The request body is neither JSON nor a form, nor audio or multipart for an upload "
+         "(`unsupported_media_type`; `data.accepted` lists the types read)",
     503: "CouchDB does not answer (`datastore_unreachable`)",
 }
 

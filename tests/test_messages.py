@@ -1743,6 +1743,34 @@ async def test_upload_multipart_audio(api: Api, vmbox: dict[str, Any]) -> None:
     assert (await api.get(path)).body == AUDIO
 
 
+# issue 15.8: an upload that is not audio is refused as such, not as bad JSON
+async def test_upload_of_text_is_415_naming_the_accepted_types(api: Api, vmbox: dict[str, Any],
+                                                               services: Services) -> None:
+    created = await create(api, vmbox["id"])
+    path = f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}/raw"
+    reply = await api.call("PUT", path, body=b"not a recording", headers={"Content-Type": "text/plain"})
+    data = assert_error(reply, 415, "unsupported_media_type")
+    assert data["content_type"] == "text/plain"
+    assert {"audio/mpeg", "audio/x-wav", "audio/ogg", "multipart/form-data"} <= set(data["accepted"])
+    assert "_attachments" not in await stored(services, api.account_id, created["media_id"])
+
+
+# issue 15.8
+async def test_create_with_a_part_that_is_not_audio_is_415(api: Api, vmbox: dict[str, Any]) -> None:
+    body, content_type = multipart([json_part({"caller_id_number": "6001"}), audio_part(b"\x89PNG", "image/png")])
+    reply = await api.call("PUT", f"/vmboxes/{vmbox['id']}/messages", body=body, headers={"Content-Type": content_type})
+    assert assert_error(reply, 415, "unsupported_media_type")["content_type"] == "image/png"
+    assert await listed_ids(api, vmbox["id"]) == []
+
+
+# issue 15.8
+async def test_create_with_a_text_body_is_415(api: Api, vmbox: dict[str, Any]) -> None:
+    reply = await api.call("PUT", f"/vmboxes/{vmbox['id']}/messages", body=b"hello",
+                           headers={"Content-Type": "text/plain"})
+    assert assert_error(reply, 415, "unsupported_media_type")["content_type"] == "text/plain"
+    assert await listed_ids(api, vmbox["id"]) == []
+
+
 # rule 88 (2.5: a ``filename`` names the attachment, whitespace removed, extension added)
 async def test_upload_with_filename_names_the_attachment(api: Api, vmbox: dict[str, Any],
                                                          services: Services) -> None:

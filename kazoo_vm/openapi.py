@@ -116,6 +116,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
 # A route without a row still appears (tests/test_openapi.py insists on a row).
 UNDOCUMENTED = Op("Not described yet", "@any")
 
+DISPOSITION = "`attachment; filename=\"{name}\"; filename*=UTF-8''{name}` (RFC 6266: an ASCII fallback, the UTF-8 name)"
 STATUS_TEXT = {
     200: "Success", 201: "Created", 206: "Partial content (a single `Range`)",
     400: "`validation error`: `data` is `{path: {code: details}}`",
@@ -381,14 +382,14 @@ def _success(method: str, path: str, op: Op) -> Json:
     request_id = dict(REQUEST_ID)
     if op.data == "@audio":
         binary = {"schema": _BINARY}
-        headers = {**request_id, "Content-Disposition": _header("`attachment; filename=…`", required=True),
+        headers = {**request_id, "Content-Disposition": _header(DISPOSITION.format(name="…"), required=True),
                    "Accept-Ranges": _header("`bytes`", required=True),
                    "Content-Range": _header("`bytes S-E/size` when a `Range` was sent")}
         content = {"audio/*": binary, "application/octet-stream": binary}
         return {str(status): {"description": STATUS_TEXT[status], "headers": headers, "content": content}
                 for status in (200, 206)}
     if op.data == "@zip":
-        headers = {**request_id, "Content-Disposition": _header("`attachment; filename=<request id>.zip`",
+        headers = {**request_id, "Content-Disposition": _header(DISPOSITION.format(name="<request id>.zip"),
                                                                 required=True)}
         return {"200": {"description": "The ZIP, streamed", "headers": headers,
                         "content": {"application/zip": {"schema": _BINARY}}}}

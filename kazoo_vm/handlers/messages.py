@@ -388,7 +388,7 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None:
 async def _send_ranged(request: web.Request, audio: AudioStream, filename: str) -> web.StreamResponse:
     """The audio (or the one byte range asked for) passed on as the store sends it."""
     size = audio.size
-    headers = {"Content-Disposition": f"attachment; filename={filename}", "Accept-Ranges": "bytes"}
+    headers = {"Content-Disposition": envelope.attachment_disposition(filename), "Accept-Ranges": "bytes"}
     span = _byte_range(request.headers.get("Range", ""), size)
     if span is None:
         status, start, end = 200, 0, size - 1

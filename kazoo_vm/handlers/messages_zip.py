@@ -93,7 +93,7 @@ async def download_zip(request: web.Request) -> web.StreamResponse:
 
     response = web.StreamResponse(headers={
         "Content-Type": "application/zip",
-        "Content-Disposition": f"attachment; filename={request[envelope.REQUEST_ID]}.zip",
+        "Content-Disposition": envelope.attachment_disposition(f"{request[envelope.REQUEST_ID]}.zip"),
         "X-Request-ID": request[envelope.REQUEST_ID],
     })
     envelope.add_cors(request, response)

@@ -80,6 +80,16 @@ class FaultyRequest(ApiError):
         super().__init__({"message": reason})
 
 
+class HeaderTooLarge(ApiError):
+    """400: a request header longer than kazoo_vm reads."""
+
+    status = 400
+    message = "bad_request"
+
+    def __init__(self, name: str, limit: int) -> None:
+        super().__init__({"message": "request header too large", "header": name, "target": limit})
+
+
 class InvalidMethod(ApiError):
     status = 405
     message = "invalid_method"

@@ -98,20 +98,17 @@ class InvalidMethod(ApiError):
         super().__init__({"message": "method not allowed"})
 
 
-class NoCredentials(ApiError):
+class InvalidCredentials(ApiError):
+    """401, one shape whatever the cause (no credentials, a bad or expired token, a wrong
+    password): Kazoo's ``invalid_credentials``, and whether the token expired (the one
+    cause a client acts on, by logging in again)."""
+
     status = 401
     message = "invalid_credentials"
 
-    def __init__(self) -> None:
-        super().__init__({"message": "invalid credentials"})
-
-
-class InvalidCredentials(ApiError):
-    status = 401
-    message = "invalid credentials"
-
-    def __init__(self) -> None:
-        super().__init__({})
+    def __init__(self, *, expired: bool = False) -> None:
+        super().__init__({"message": "invalid credentials", "expired": expired})
+        self.expired = expired
 
 
 class Forbidden(ApiError):

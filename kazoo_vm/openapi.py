@@ -120,7 +120,8 @@ DISPOSITION = "`attachment; filename=\"{name}\"; filename*=UTF-8''{name}` (RFC 6
 STATUS_TEXT = {
     200: "Success", 201: "Created", 206: "Partial content (a single `Range`)",
     400: "`validation error`: `data` is `{path: {code: details}}`",
-    401: "No token (`invalid_credentials`) or an invalid or expired one (`invalid credentials`)",
+    401: "No credentials, or bad or expired ones (`invalid_credentials`; `data.expired` says whether the token "
+         "expired)",
     403: "The token may not act on this account (`forbidden`)",
     404: "Unknown or malformed id (`bad_identifier`, `bad identifier`), unknown path (`not_found`) "
          "or bad `page_size` (`faulty_request`)",

@@ -4,11 +4,15 @@ of a download, and requests aiohttp's parser refuses before any handler runs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import logging
 import socket
 import struct
+import zipfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,10 +26,8 @@ from kazoo_vm.embedded_store import free_port
 LARGE = bytes(range(251)) * 24_000  # 6 MB: many chunks, more than socket buffers hold
 
 
-@pytest.fixture
-async def served(config: Config, couch_url: str) -> AsyncIterator[tuple[str, int]]:
-    """(host, port) of the API served as ``kazoo_vm serve`` serves it: aiohttp's test
-    server cancels a handler whose client went away, the real one lets it run on."""
+@contextlib.asynccontextmanager
+async def _serving(config: Config, couch_url: str) -> AsyncIterator[tuple[str, int]]:
     runner = web.AppRunner(create_app(config, couch_url), access_log=None, **server_options(config))
     await runner.setup()
     port = free_port()
@@ -37,6 +39,14 @@ async def served(config: Config, couch_url: str) -> AsyncIterator[tuple[str, int
         await runner.cleanup()
 
 
+@pytest.fixture
+async def served(config: Config, couch_url: str) -> AsyncIterator[tuple[str, int]]:
+    """(host, port) of the API served as ``kazoo_vm serve`` serves it: aiohttp's test
+    server cancels a handler whose client went away, the real one lets it run on."""
+    async with _serving(config, couch_url) as address:
+        yield address
+
+
 async def _message_with_audio(api: Api, box: str, audio: bytes = LARGE) -> str:
     reply = await api.call("PUT", f"/vmboxes/{box}/messages", body=audio, headers={"Content-Type": "audio/mpeg"})
     assert reply.status == 201, reply.body
@@ -46,17 +56,22 @@ async def _message_with_audio(api: Api, box: str, audio: bytes = LARGE) -> str:
 async def _abort_after_first_bytes(served: tuple[str, int], head: str, body: bytes = b"") -> None:
     """Send a request, read the start of the answer, then reset the connection (RST), as
     a browser that seeks in a recording does."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, served)
-    reader, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await _small_window_connection(served)
     writer.write(head.encode() + b"\r\n" + body)
     await writer.drain()
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
     await reader.readexactly(1024)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+async def _small_window_connection(served: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection whose receive buffer is small, so the server soon waits on its reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, served)
+    return await asyncio.open_connection(sock=sock)
 
 
 def _head(api: Api, method: str, path: str, request_id: str, **headers: str) -> str:
@@ -121,3 +136,35 @@ async def test_a_header_the_parser_refuses_is_one_log_line(api: Api, caplog: pyt
     assert [(record.name, record.getMessage()) for record in records if record.exc_info] == []
     assert len([record for record in records if "request refused" in record.getMessage()]) == 1, \
         [record.getMessage() for record in records]
+
+
+# issue 15.10: an id asked twice is one member (``[M] * 1000`` asked for 1000 copies)
+async def test_zip_of_an_id_given_twice_holds_it_once(api: Api, vmbox: dict[str, Any]) -> None:
+    message_id = await _message_with_audio(api, vmbox["id"], b"ID3 once")
+    reply = await api.call("POST", f"/vmboxes/{vmbox['id']}/messages/raw", data={"messages": [message_id] * 3})
+    assert reply.status == 200, reply.body
+    assert len(zipfile.ZipFile(io.BytesIO(reply.body)).namelist()) == 1
+
+
+@pytest.fixture
+async def served_impatiently(config: Config, couch_url: str) -> AsyncIterator[tuple[str, int]]:
+    async with _serving(replace(config, send_timeout=0.5), couch_url) as address:
+        yield address
+
+
+# issue 15.10: a reader that stops reading is cut after KAZOO_VM_SEND_TIMEOUT
+async def test_an_audio_reader_that_stops_reading_is_cut(api: Api, vmbox: dict[str, Any],
+                                                         served_impatiently: tuple[str, int]) -> None:
+    message_id = await _message_with_audio(api, vmbox["id"])
+    reader, writer = await _small_window_connection(served_impatiently)
+    writer.write(_head(api, "GET", f"/vmboxes/{vmbox['id']}/messages/{message_id}/raw", "stall-1").encode() + b"\r\n")
+    await writer.drain()
+    await reader.readuntil(b"\r\n\r\n")
+    await asyncio.sleep(2)  # reads nothing for four times the timeout
+    received = 0
+    async with asyncio.timeout(10):
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await reader.read(65536):
+                received += len(chunk)
+    writer.close()
+    assert received < len(LARGE)

@@ -56,6 +56,7 @@ async def download_zip(request: web.Request) -> web.StreamResponse:
     messages = body.data.get("messages") if isinstance(body.data, dict) else None
     if not isinstance(messages, list) or not messages or not all(isinstance(item, str) for item in messages):
         raise validation_error("messages", "required", NO_MESSAGES)
+    messages = list(dict.fromkeys(messages))  # an id asked twice is one member
     if len(messages) > MAX_ZIP_MESSAGES:
         raise validation_error("messages", "maxItems", f"The list is more than {MAX_ZIP_MESSAGES} items",
                                target=MAX_ZIP_MESSAGES)

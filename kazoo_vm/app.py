@@ -13,7 +13,7 @@ from aiohttp import web
 from . import appkeys
 from .auth import TokenIssuer
 from .config import Config
-from .middleware import auth_middleware, envelope_middleware
+from .middleware import MAX_HEADER_SIZE, PARSER_FIELD_SIZE, auth_middleware, envelope_middleware, http_log
 from .notify.worker import Notifier
 from .routes import setup_routes
 from .services import Services
@@ -27,16 +27,14 @@ MULTIPART_OVERHEAD = 256 * 1024
 MOVE_RECOVERY_INTERVAL = 30.0
 
 
-# Request line and header size limits: room for Kazoo tokens (RS256 JWTs of several KB);
-# aiohttp answers longer ones itself (plain-text 400).
-MAX_HEADER_SIZE = 32 * 1024
-
 
 def server_options(config: Config) -> dict[str, Any]:
     """``AppRunner`` options of the HTTP server (``serve`` and the tests alike): an idle
-    or slowly-sending connection is closed after ``keepalive_timeout`` seconds."""
+    or slowly-sending connection is closed after ``keepalive_timeout`` seconds; a request
+    line over MAX_HEADER_SIZE, or a header over PARSER_FIELD_SIZE, is refused by aiohttp
+    itself (plain-text 400, logged as one line by ``http_log``)."""
     return {"keepalive_timeout": config.keepalive_timeout, "max_line_size": MAX_HEADER_SIZE,
-            "max_field_size": MAX_HEADER_SIZE}
+            "max_field_size": PARSER_FIELD_SIZE, "logger": http_log}
 
 
 def create_app(config: Config, couch_url: str) -> web.Application:

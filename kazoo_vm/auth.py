@@ -16,7 +16,7 @@ import jwt
 from aiohttp import web
 
 from .config import Config
-from .errors import BadIdentifier, Forbidden, InvalidAccountId, InvalidCredentials, NoCredentials
+from .errors import BadIdentifier, Forbidden, InvalidAccountId, InvalidCredentials
 from .kazoo_tokens import KazooCredentials
 from .services import Services
 from .storage import naming
@@ -81,6 +81,8 @@ class TokenIssuer:
         try:
             claims = jwt.decode(token, await self.secret(), algorithms=[ALGORITHM],
                                 options={"require": ["exp", "account_id"]}, issuer=ISSUER_NAME)
+        except jwt.ExpiredSignatureError:  # checked once the signature is
+            raise InvalidCredentials(expired=True) from None
         except jwt.PyJWTError:
             raise InvalidCredentials() from None
         account_id, owner_id = claims.get("account_id"), claims.get("owner_id")
@@ -125,12 +127,14 @@ async def authenticate(request: web.Request, issuer: TokenIssuer) -> AuthContext
     if token is None:
         basic = basic_from(request)
         if basic is None:
-            raise NoCredentials()
+            raise InvalidCredentials()
         identity = await issuer.kazoo.verify_basic(basic)
         return AuthContext(account_id=identity.account_id, owner_id=identity.owner_id, token="")
     try:
         return await issuer.verify(token)
-    except InvalidCredentials:
+    except InvalidCredentials as refused:
+        if refused.expired:  # ours, and expired: not Kazoo's
+            raise
         identity = await issuer.kazoo.verify_token(token)
     return AuthContext(account_id=identity.account_id, owner_id=identity.owner_id, token=token)
 

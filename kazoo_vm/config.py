@@ -58,6 +58,7 @@ class Config:
     notify_lease: float = 120.0
     body_timeout: float = 30.0
     keepalive_timeout: float = 75.0
+    send_timeout: float = 60.0
     move_recovery: bool = True
 
     @property
@@ -87,5 +88,6 @@ class Config:
             notify_lease=_float(env, "KAZOO_VM_NOTIFY_LEASE", 120.0),
             body_timeout=_float(env, "KAZOO_VM_BODY_TIMEOUT", 30.0),
             keepalive_timeout=_float(env, "KAZOO_VM_KEEPALIVE_TIMEOUT", 75.0),
+            send_timeout=_float(env, "KAZOO_VM_SEND_TIMEOUT", 60.0),
             move_recovery=(env.get("KAZOO_VM_MOVE_RECOVERY") or "true").lower() not in ("0", "false", "no"),
         )

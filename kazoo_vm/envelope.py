@@ -10,6 +10,7 @@ import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -103,6 +104,23 @@ def error(request: web.Request, failure: ApiError) -> web.Response:
     body["message"] = failure.message
     body["data"] = failure.data
     return json_response(request, body, failure.status, failure.headers)
+
+
+# RFC 5987 attr-char beyond letters, digits and ``-._~`` (which ``quote`` keeps anyway).
+ATTR_CHARS = "!#$&+^`|"
+
+
+def _ascii_fallback(name: str) -> str:
+    """``name`` for a quoted-string: ``:`` as ``-``, other characters that are not
+    printable ASCII, or need escaping (``"``, ``\\``), as ``_``."""
+    return "".join("-" if ch == ":" else ch if " " <= ch <= "~" and ch not in '"\\' else "_" for ch in name)
+
+
+def attachment_disposition(name: str) -> str:
+    """``Content-Disposition`` of a download named ``name`` (RFC 6266): a quoted ASCII
+    fallback for old clients, and the name itself in UTF-8 (``filename*``)."""
+    return (f'attachment; filename="{_ascii_fallback(name)}"; '
+            f"filename*=UTF-8''{quote(name, safe=ATTR_CHARS, encoding='utf-8')}")
 
 
 def add_cors(request: web.Request, response: web.StreamResponse) -> None:

@@ -80,6 +80,16 @@ class FaultyRequest(ApiError):
         super().__init__({"message": reason})
 
 
+class HeaderTooLarge(ApiError):
+    """400: a request header longer than kazoo_vm reads."""
+
+    status = 400
+    message = "bad_request"
+
+    def __init__(self, name: str, limit: int) -> None:
+        super().__init__({"message": "request header too large", "header": name, "target": limit})
+
+
 class InvalidMethod(ApiError):
     status = 405
     message = "invalid_method"
@@ -88,20 +98,17 @@ class InvalidMethod(ApiError):
         super().__init__({"message": "method not allowed"})
 
 
-class NoCredentials(ApiError):
+class InvalidCredentials(ApiError):
+    """401, one shape whatever the cause (no credentials, a bad or expired token, a wrong
+    password): Kazoo's ``invalid_credentials``, and whether the token expired (the one
+    cause a client acts on, by logging in again)."""
+
     status = 401
     message = "invalid_credentials"
 
-    def __init__(self) -> None:
-        super().__init__({"message": "invalid credentials"})
-
-
-class InvalidCredentials(ApiError):
-    status = 401
-    message = "invalid credentials"
-
-    def __init__(self) -> None:
-        super().__init__({})
+    def __init__(self, *, expired: bool = False) -> None:
+        super().__init__({"message": "invalid credentials", "expired": expired})
+        self.expired = expired
 
 
 class Forbidden(ApiError):
@@ -121,11 +128,14 @@ class NotAcceptable(ApiError):
 
 
 class UnsupportedMediaType(ApiError):
+    """415: the body (or a multipart part) is of a type the endpoint does not read;
+    ``data`` names the type given and the types accepted."""
+
     status = 415
     message = "unsupported_media_type"
 
-    def __init__(self) -> None:
-        super().__init__({"message": "unsupported media type"})
+    def __init__(self, content_type: str, accepted: list[str]) -> None:
+        super().__init__({"message": "unsupported media type", "content_type": content_type, "accepted": accepted})
 
 
 class DatastoreConflict(ApiError):

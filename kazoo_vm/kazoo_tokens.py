@@ -119,11 +119,13 @@ def public_key_from_pem(pem: bytes) -> RSAPublicKey | None:
     return private.public_key()
 
 
+def _is_time(expiry: Any) -> bool:
+    return isinstance(expiry, int | float) and not isinstance(expiry, bool)
+
+
 def _in_future(expiry: Any) -> bool:
     """Kazoo's strict check: ``exp - now > 0`` (a token is dead in its ``exp`` second)."""
-    if isinstance(expiry, bool) or not isinstance(expiry, int | float):
-        return False
-    return bool(expiry - time.time() > 0)
+    return _is_time(expiry) and bool(expiry - time.time() > 0)
 
 
 def _same_key(left: RSAPublicKey | None, right: RSAPublicKey | None) -> bool:
@@ -160,7 +162,7 @@ class KazooCredentials:
         if claims.get("iss") != KAZOO_ISSUER:
             raise InvalidCredentials()
         if "exp" in claims and not _in_future(claims["exp"]):
-            raise InvalidCredentials()
+            raise InvalidCredentials(expired=_is_time(claims["exp"]))
         account_id, owner_id = claims.get("account_id"), claims.get("owner_id")
         if not isinstance(account_id, str) or not naming.is_account_id(account_id):
             raise InvalidCredentials()

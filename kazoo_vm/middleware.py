@@ -13,15 +13,47 @@ import re
 import uuid
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
 from . import appkeys, envelope
 from .auth import ACCOUNT, AUTH, authenticate, authorize_account
-from .errors import ApiError, InvalidMethod, NotFoundPath, UnspecifiedFault, from_storage, max_size_error
+from .errors import (
+    ApiError,
+    HeaderTooLarge,
+    InvalidMethod,
+    NotFoundPath,
+    UnspecifiedFault,
+    from_storage,
+    max_size_error,
+)
 from .storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 REQUEST_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}\Z")
+# The longest request header read (room for Kazoo's RS256 JWTs of several KB). aiohttp's
+# parser is given twice that, so a header up to there gets Kazoo's envelope; beyond, the
+# parser answers itself (plain text) before any middleware runs.
+MAX_HEADER_SIZE = 32 * 1024
+PARSER_FIELD_SIZE = 2 * MAX_HEADER_SIZE
+
+
+class ParserRefusals(logging.Filter):
+    """aiohttp logs a request its parser refused (a header too long, bad framing) with a
+    traceback, as if it were a server error: it is the client's fault, logged as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = "request refused by the HTTP parser (%s %s): %s"
+            record.args = (error.code, type(error).__name__, error.message[:200])
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return True
+
+
+http_log = logging.getLogger("kazoo_vm.http")
+http_log.addFilter(ParserRefusals())
 
 
 def _request_id(request: web.Request) -> str:
@@ -41,10 +73,17 @@ def _http_error(error: web.HTTPException, request: web.Request) -> ApiError:
     return failure
 
 
+def _check_header_sizes(request: web.Request) -> None:
+    for name, value in request.raw_headers:
+        if len(name) + len(value) > MAX_HEADER_SIZE:
+            raise HeaderTooLarge(name.decode("latin-1"), MAX_HEADER_SIZE)
+
+
 @web.middleware
 async def envelope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[envelope.REQUEST_ID] = _request_id(request)
     try:
+        _check_header_sizes(request)
         response = await handler(request)
     except ApiError as failure:
         response = envelope.error(request, failure)

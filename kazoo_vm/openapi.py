@@ -116,16 +116,19 @@ OPERATIONS: dict[tuple[str, str], Op] = {
 # A route without a row still appears (tests/test_openapi.py insists on a row).
 UNDOCUMENTED = Op("Not described yet", "@any")
 
+DISPOSITION = "`attachment; filename=\"{name}\"; filename*=UTF-8''{name}` (RFC 6266: an ASCII fallback, the UTF-8 name)"
 STATUS_TEXT = {
     200: "Success", 201: "Created", 206: "Partial content (a single `Range`)",
     400: "`validation error`: `data` is `{path: {code: details}}`",
-    401: "No token (`invalid_credentials`) or an invalid or expired one (`invalid credentials`)",
+    401: "No credentials, or bad or expired ones (`invalid_credentials`; `data.expired` says whether the token "
+         "expired)",
     403: "The token may not act on this account (`forbidden`)",
     404: "Unknown or malformed id (`bad_identifier`, `bad identifier`), unknown path (`not_found`) "
          "or bad `page_size` (`faulty_request`)",
     405: "Method not allowed on this path (`invalid_method`), e.g. a box id `messages`",
     409: "The document changed meanwhile (`datastore_conflict`)",
-    415: "The request body is neither JSON nor a form (`unsupported_media_type`)",
+    415: "The request body is neither JSON nor a form, nor audio or multipart for an upload "
+         "(`unsupported_media_type`; `data.accepted` lists the types read)",
     503: "CouchDB does not answer (`datastore_unreachable`)",
 }
 
@@ -380,14 +383,14 @@ def _success(method: str, path: str, op: Op) -> Json:
     request_id = dict(REQUEST_ID)
     if op.data == "@audio":
         binary = {"schema": _BINARY}
-        headers = {**request_id, "Content-Disposition": _header("`attachment; filename=…`", required=True),
+        headers = {**request_id, "Content-Disposition": _header(DISPOSITION.format(name="…"), required=True),
                    "Accept-Ranges": _header("`bytes`", required=True),
                    "Content-Range": _header("`bytes S-E/size` when a `Range` was sent")}
         content = {"audio/*": binary, "application/octet-stream": binary}
         return {str(status): {"description": STATUS_TEXT[status], "headers": headers, "content": content}
                 for status in (200, 206)}
     if op.data == "@zip":
-        headers = {**request_id, "Content-Disposition": _header("`attachment; filename=<request id>.zip`",
+        headers = {**request_id, "Content-Disposition": _header(DISPOSITION.format(name="<request id>.zip"),
                                                                 required=True)}
         return {"200": {"description": "The ZIP, streamed", "headers": headers,
                         "content": {"application/zip": {"schema": _BINARY}}}}

@@ -104,13 +104,33 @@ async def read_payload(request: web.Request, limit: int) -> Payload:
         return Payload(data=form)
     if not body.strip():
         return Payload()
-    raise UnsupportedMediaType()
+    raise UnsupportedMediaType(content_type, sorted(JSON_TYPES - {""} | {FORM_TYPE}))
 
 
 AUDIO_TYPES = frozenset({"application/octet-stream", "audio/x-wav", "audio/wav", "audio/wave", "audio/x-wave",
                          "audio/mpeg", "audio/mp3", "audio/mpeg3", "audio/x-mpeg", "audio/ogg", "audio/mp4",
                          "audio/webm", "audio/x-m4a"})
+# Types that carry JSON only by convention (curl, no header): on an upload they must hold
+# a JSON object, or the body is taken for what it is, neither JSON nor audio.
+LOOSE_JSON_TYPES = frozenset({"text/plain", ""})
+UPLOAD_TYPES = sorted(AUDIO_TYPES | {"audio/*", "multipart/form-data", "multipart/mixed", "application/json"})
 MAX_PARTS = 8
+
+
+def is_audio(content_type: str) -> bool:
+    return content_type in AUDIO_TYPES or content_type.startswith("audio/")
+
+
+def _not_an_upload(content_type: str) -> UnsupportedMediaType:
+    return UnsupportedMediaType(content_type, UPLOAD_TYPES)
+
+
+def _loose_json(content_type: str, body: bytes) -> Payload:
+    """The envelope of a body sent as ``text/plain`` or with no type: JSON or 415."""
+    text = body.lstrip()
+    if text and not text.startswith(b"{"):
+        raise _not_an_upload(content_type)
+    return parse_envelope(body)
 
 
 @dataclass(frozen=True)
@@ -127,9 +147,13 @@ async def read_upload(request: web.Request, limit: int) -> tuple[Payload, list[U
     content_type = request.content_type.lower() if request.headers.get("Content-Type") else ""
     if content_type.startswith("multipart/"):
         return await _read_multipart(request, limit)
-    if content_type in AUDIO_TYPES or content_type.startswith("audio/"):
+    if is_audio(content_type):
         body = await read_body(request, limit)
         return Payload(), ([UploadedFile(content_type, body)] if body else [])
+    if content_type in LOOSE_JSON_TYPES:
+        return _loose_json(content_type, await read_body(request, limit)), []
+    if content_type not in JSON_TYPES and content_type != FORM_TYPE:
+        raise _not_an_upload(content_type)
     return await read_payload(request, limit), []
 
 
@@ -170,8 +194,12 @@ async def _read_parts(request: web.Request, limit: int) -> tuple[Payload, list[U
                 except ValueError:
                     raise validation_error("file", "invalid", "invalid base64 part", target="body") from None
             part_type = headers.get("Content-Type", "application/octet-stream").split(";")[0].strip().lower()
-            if part_type in JSON_TYPES and part_type != "" or part_type == "" and data.lstrip().startswith(b"{"):
+            if part_type in LOOSE_JSON_TYPES:
+                envelope = _loose_json(part_type, data)
+            elif part_type in JSON_TYPES:
                 envelope = parse_envelope(data)
+            elif not is_audio(part_type):
+                raise _not_an_upload(part_type)
             elif data:
                 files.append(UploadedFile(part_type, data))
     except web.HTTPRequestEntityTooLarge:

@@ -12,7 +12,7 @@ executor reserved for ZIPs and sized for many concurrent downloads.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -23,7 +23,7 @@ _executor = ThreadPoolExecutor(max_workers=ZIP_THREADS, thread_name_prefix="kazo
 T = TypeVar("T")
 
 
-async def stream_zip_async(files: AsyncIterable[tuple[Any, ...]]) -> AsyncIterator[bytes]:
+async def stream_zip_async(files: AsyncIterable[tuple[Any, ...]]) -> AsyncGenerator[bytes, None]:
     """The ZIP of ``files`` (stream-zip's member tuples, each with an async iterable of
     chunks last), chunk by chunk."""
     loop = asyncio.get_running_loop()

@@ -297,7 +297,7 @@ async def test_tokeninfo_of_an_api_token_has_no_owner(api: Api) -> None:
 
 
 async def test_tokeninfo_refuses_bad_or_missing_tokens(api: Api) -> None:
-    assert_error(await api.post("/v2/auth/tokeninfo", {"token": "a.b.c"}, token=""), 401, "invalid credentials")
+    assert_error(await api.post("/v2/auth/tokeninfo", {"token": "a.b.c"}, token=""), 401, "invalid_credentials")
     data = assert_error(await api.post("/v2/auth/tokeninfo", {}, token=""), 404, "missing token in request")
     assert data == {"message": "missing token in request"}
 

@@ -22,6 +22,7 @@ from kazoo_vm.storage import naming
 from kazoo_vm.storage.accounts import signing_secret
 
 Client = TestClient[web.Request, web.Application]
+NOT_EXPIRED = {"message": "invalid credentials", "expired": False}  # every 401 but an expired token's
 
 
 def claims_of(token: str) -> dict[str, Any]:
@@ -53,7 +54,7 @@ async def test_api_auth_with_unknown_key_is_401_with_data_object(client: Client)
     async with client.put("/v2/api_auth", json={"data": {"api_key": "nope"}}) as response:
         assert response.status == 401
         body = await response.json()
-    assert body["data"] == {"message": "invalid credentials"}
+    assert body["data"] == NOT_EXPIRED
 
 
 async def test_user_auth_by_account_name_with_md5(client: Client, services: Services,
@@ -115,21 +116,39 @@ async def test_user_auth_with_wrong_password_is_401(client: Client, services: Se
     assert isinstance(body["data"], dict)
 
 
-async def test_missing_token_is_401_invalid_credentials(api: Api) -> None:
+# issue 15.15: every 401 has one shape whatever the cause; ``data.expired`` says which one
+async def test_missing_token_is_401_invalid_credentials_not_expired(api: Api) -> None:
     data = assert_error(await api.get("/vmboxes", token=""), 401, "invalid_credentials")
-    assert data == {"message": "invalid credentials"}
+    assert data == NOT_EXPIRED
 
 
-async def test_garbage_token_is_401_with_empty_data(api: Api) -> None:
-    data = assert_error(await api.get("/vmboxes", token="not-a-token"), 401, "invalid credentials")
-    assert data == {}
+async def test_garbage_token_is_the_same_401_as_a_missing_one(api: Api) -> None:
+    data = assert_error(await api.get("/vmboxes", token="not-a-token"), 401, "invalid_credentials")
+    assert data == NOT_EXPIRED
 
 
-async def test_expired_token_is_401(api: Api, services: Services) -> None:
+async def test_expired_token_is_401_saying_it_expired(api: Api, services: Services) -> None:
     secret = await signing_secret(services.store)
     expired = jwt.encode({"account_id": api.account_id, "iss": "kazoo_vm", "exp": int(time.time()) - 5},
                          secret, algorithm="HS256")
-    assert_error(await api.get("/vmboxes", token=expired), 401, "invalid credentials")
+    data = assert_error(await api.get("/vmboxes", token=expired), 401, "invalid_credentials")
+    assert data == {"message": "invalid credentials", "expired": True}
+
+
+async def test_wrong_password_is_the_same_401_as_a_missing_token(client: Client, services: Services,
+                                                                 account: dict[str, Any]) -> None:
+    await services.users.create(account["_id"], username="frank", password="pw")
+    status, body = await user_auth(client, {"credentials": md5_credentials("frank", "wrong"),
+                                            "account_name": account["name"]})
+    assert (status, body["error"], body["message"], body["data"]) == (401, "401", "invalid_credentials", NOT_EXPIRED)
+
+
+async def test_tokeninfo_of_an_expired_token_is_401_saying_it_expired(api: Api, services: Services) -> None:
+    secret = await signing_secret(services.store)
+    expired = jwt.encode({"account_id": api.account_id, "iss": "kazoo_vm", "exp": int(time.time()) - 5},
+                         secret, algorithm="HS256")
+    data = assert_error(await api.post("/v2/auth/tokeninfo", {"token": expired}, token=""), 401, "invalid_credentials")
+    assert data == {"message": "invalid credentials", "expired": True}
 
 
 
@@ -140,7 +159,7 @@ async def test_token_that_expires_after_use_is_then_401(api: Api, services: Serv
                        secret, algorithm="HS256")
     assert (await api.get("/vmboxes", token=short)).status == 200
     await asyncio.sleep(max(0.0, int(time.time()) + 2 - time.time()) + 0.1)
-    assert_error(await api.get("/vmboxes", token=short), 401, "invalid credentials")
+    assert_error(await api.get("/vmboxes", token=short), 401, "invalid_credentials")
 
 async def test_tampered_token_is_401(api: Api) -> None:
     assert api.token is not None
@@ -148,13 +167,13 @@ async def test_tampered_token_is_401(api: Api) -> None:
     claims = claims_of(api.token)
     claims["account_id"] = "f" * 32
     forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode().rstrip("=")
-    assert_error(await api.get("/vmboxes", token=f"{head}.{forged}.{signature}"), 401, "invalid credentials")
+    assert_error(await api.get("/vmboxes", token=f"{head}.{forged}.{signature}"), 401, "invalid_credentials")
 
 
 async def test_token_signed_with_another_key_is_401(api: Api) -> None:
     other = jwt.encode({"account_id": api.account_id, "iss": "kazoo_vm", "exp": int(time.time()) + 60},
                        "another-secret-that-is-long-enough-for-hs256", algorithm="HS256")
-    assert_error(await api.get("/vmboxes", token=other), 401, "invalid credentials")
+    assert_error(await api.get("/vmboxes", token=other), 401, "invalid_credentials")
 
 
 async def test_token_accepted_from_query_string(api: Api) -> None:

@@ -311,7 +311,7 @@ async def test_api_auth_token_signs_the_account_id(scene: Scene, kazoo: KazooAut
     token = scene.mint(owner_id=None, method="cb_api_auth", sig=scene.sig(account_id, account_secret))
     assert (await scene.api.get("/vmboxes", token=token)).status == 200
     wrong = scene.mint(owner_id=None, method="cb_api_auth", sig=scene.sig(account_id, scene.user_secret))
-    assert_error(await scene.api.get("/vmboxes", token=wrong), 401, "invalid credentials")
+    assert_error(await scene.api.get("/vmboxes", token=wrong), 401, "invalid_credentials")
 
 
 async def test_device_tokens_sign_the_device_id(scene: Scene, kazoo: KazooAuth, services: Services) -> None:
@@ -322,7 +322,7 @@ async def test_device_tokens_sign_the_device_id(scene: Scene, kazoo: KazooAuth, 
     token = scene.mint(device_id=device_id, sig=scene.sig(device_id, device_secret))
     assert (await scene.api.get("/vmboxes", token=token)).status == 200
     owner_signed = scene.mint(device_id=device_id)  # signed over the owner: not what Kazoo checks
-    assert_error(await scene.api.get("/vmboxes", token=owner_signed), 401, "invalid credentials")
+    assert_error(await scene.api.get("/vmboxes", token=owner_signed), 401, "invalid_credentials")
 
 
 async def test_without_identity_sig_or_exp_the_token_is_accepted(scene: Scene) -> None:
@@ -355,24 +355,25 @@ async def test_tokeninfo_accepts_kazoos_token(scene: Scene) -> None:
 
 # -- refused ------------------------------------------------------------------------------
 
-async def test_expired_token_is_refused(scene: Scene) -> None:
-    assert_error(await scene.api.get("/vmboxes", token=scene.mint(lifetime=-1)), 401, "invalid credentials")
+async def test_expired_token_is_refused_saying_it_expired(scene: Scene) -> None:
+    data = assert_error(await scene.api.get("/vmboxes", token=scene.mint(lifetime=-1)), 401, "invalid_credentials")
+    assert data == {"message": "invalid credentials", "expired": True}
 
 
 async def test_exp_is_strict_a_token_is_dead_in_its_exp_second(scene: Scene) -> None:
     """Kazoo: ``Expiration - now > 0``; PyJWT's own check would still accept it."""
-    assert_error(await scene.api.get("/vmboxes", token=scene.mint(lifetime=0)), 401, "invalid credentials")
+    assert_error(await scene.api.get("/vmboxes", token=scene.mint(lifetime=0)), 401, "invalid_credentials")
 
 
 async def test_exp_that_is_not_a_number_is_refused(scene: Scene) -> None:
     token = scene.mint(lifetime=None, exp="tomorrow")
-    assert_error(await scene.api.get("/vmboxes", token=token), 401, "invalid credentials")
+    assert_error(await scene.api.get("/vmboxes", token=token), 401, "invalid_credentials")
 
 
 async def test_token_resigned_with_another_key_is_refused(scene: Scene, kazoo_keys: list[rsa.RSAPrivateKey]) -> None:
     assert (await scene.api.get("/vmboxes", token=scene.token)).status == 200  # the right key is cached
     forged = scene.mint(key=kazoo_keys[1])
-    assert_error(await scene.api.get("/vmboxes", token=forged), 401, "invalid credentials")
+    assert_error(await scene.api.get("/vmboxes", token=forged), 401, "invalid_credentials")
     assert (await scene.api.get("/vmboxes", token=scene.token)).status == 200
 
 
@@ -382,7 +383,7 @@ async def test_wrong_identity_sig_is_refused(scene: Scene) -> None:
                 scene.sig(identity=uuid.uuid4().hex),                         # signed over someone else
                 b64url(b"\x00" * 32), "", "not*base64"):
         token = scene.mint(sig=sig)
-        assert_error(await scene.api.get("/vmboxes", token=token), 401, "invalid credentials")
+        assert_error(await scene.api.get("/vmboxes", token=token), 401, "invalid_credentials")
 
 
 async def test_identity_sig_of_another_users_token_is_refused(scene: Scene, services: Services,
@@ -390,7 +391,7 @@ async def test_identity_sig_of_another_users_token_is_refused(scene: Scene, serv
     other = await services.users.create(scene.account["_id"], username="kazoo.other", password="pw")
     other_secret = await kazoo.set_signature_secret(scene.account["_id"], other["_id"])
     stolen_sig = scene.sig(other["_id"], other_secret)
-    assert_error(await scene.api.get("/vmboxes", token=scene.mint(sig=stolen_sig)), 401, "invalid credentials")
+    assert_error(await scene.api.get("/vmboxes", token=scene.mint(sig=stolen_sig)), 401, "invalid_credentials")
     assert (await scene.api.get("/vmboxes", token=scene.mint(owner_id=other["_id"], sig=stolen_sig))).status == 200
 
 
@@ -399,12 +400,12 @@ async def test_identity_sig_without_a_secret_on_the_user_is_refused_and_nothing_
     """Kazoo would generate a secret there; kazoo_vm only reads Kazoo's documents."""
     bare = await services.users.create(scene.account["_id"], username="kazoo.bare", password="pw")
     token = scene.mint(owner_id=bare["_id"], sig=scene.sig(bare["_id"], "anything"))
-    assert_error(await scene.api.get("/vmboxes", token=token), 401, "invalid credentials")
+    assert_error(await scene.api.get("/vmboxes", token=token), 401, "invalid_credentials")
     stored = await stored_doc(services, naming.account_db(scene.account["_id"]), bare["_id"])
     assert stored["_rev"] == bare["_rev"]
     assert "pvt_signature_secret" not in stored
     ghost = scene.mint(owner_id=uuid.uuid4().hex, sig=scene.sig(identity=uuid.uuid4().hex))
-    assert_error(await scene.api.get("/vmboxes", token=ghost), 401, "invalid credentials")
+    assert_error(await scene.api.get("/vmboxes", token=ghost), 401, "invalid_credentials")
 
 
 async def test_other_issuers_algorithms_and_kids_are_refused(scene: Scene, kazoo: KazooAuth) -> None:
@@ -420,11 +421,11 @@ async def test_other_issuers_algorithms_and_kids_are_refused(scene: Scene, kazoo
         scene.token + "x",
     ]
     for token in bad:
-        assert_error(await scene.api.get("/vmboxes", token=token), 401, "invalid credentials")
+        assert_error(await scene.api.get("/vmboxes", token=token), 401, "invalid_credentials")
     no_pem = uuid.uuid4().hex
     await kazoo.couch.put_doc(naming.SYSTEM_AUTH_DB, {"_id": no_pem, "pvt_type": "system_key"})
     kazoo.kids.append(no_pem)
-    assert_error(await scene.api.get("/vmboxes", token=scene.mint(kid=no_pem)), 401, "invalid credentials")
+    assert_error(await scene.api.get("/vmboxes", token=scene.mint(kid=no_pem)), 401, "invalid_credentials")
 
 
 async def test_server_secret_missing_refuses_signed_tokens(scene: Scene, services: Services) -> None:
@@ -435,7 +436,7 @@ async def test_server_secret_missing_refuses_signed_tokens(scene: Scene, service
                          if key != "secret_for_user_signature"}
     await couch.put_doc(naming.SYSTEM_CONFIG_DB, config)
     try:
-        assert_error(await scene.api.get("/vmboxes", token=scene.token), 401, "invalid credentials")
+        assert_error(await scene.api.get("/vmboxes", token=scene.token), 401, "invalid_credentials")
         assert (await scene.api.get("/vmboxes", token=scene.mint(sig=None))).status == 200
     finally:
         current = await couch.get_doc(naming.SYSTEM_CONFIG_DB, "auth")
@@ -450,7 +451,7 @@ async def test_key_rotated_under_the_same_kid_is_read_again(scene: Scene, kazoo:
     await kazoo.install_key(kazoo_keys[1], scene.kid)
     rotated = scene.mint(key=kazoo_keys[1])
     assert (await scene.api.get("/vmboxes", token=rotated)).status == 200
-    assert_error(await scene.api.get("/vmboxes", token=scene.token), 401, "invalid credentials")
+    assert_error(await scene.api.get("/vmboxes", token=scene.token), 401, "invalid_credentials")
 
 
 async def test_kazoos_documents_are_never_written(scene: Scene, kazoo: KazooAuth, services: Services,
@@ -496,11 +497,12 @@ async def test_basic_auth_refusals(scene: Scene, services: Services) -> None:
         {"Authorization": "Basic !!!not-base64!!!"},
         {"Authorization": "Basic " + base64.b64encode(b"no-colon-here").decode()},
     ]
-    for headers in refused:
-        assert_error(await scene.api.get("/vmboxes", headers=headers), 401, "invalid credentials")
+    for headers in refused:  # one shape, as with no credentials at all
+        data = assert_error(await scene.api.get("/vmboxes", headers=headers), 401, "invalid_credentials")
+        assert data == {"message": "invalid credentials", "expired": False}
     assert (await scene.api.get("/vmboxes", headers={"Authorization": "Basic "})).status == 401
     data = assert_error(await scene.api.get("/vmboxes"), 401, "invalid_credentials")  # no credentials at all
-    assert data == {"message": "invalid credentials"}
+    assert data == {"message": "invalid credentials", "expired": False}
     stranger = await make_account(services, name="Basic stranger")
     await services.users.create(stranger["_id"], username="kazoo.s", password="pw")
     assert_error(await scene.api.get(f"/v2/accounts/{stranger['_id']}/vmboxes",
@@ -511,7 +513,7 @@ async def test_basic_auth_refusals(scene: Scene, services: Services) -> None:
 async def test_basic_auth_wants_exactly_one_user(scene: Scene, services: Services) -> None:
     await services.users.create(scene.account["_id"], username="KazooUser", password="secret")  # same hash
     headers = basic(scene.account["_id"], md5_credentials("kazoouser", "secret"))
-    assert_error(await scene.api.get("/vmboxes", headers=headers), 401, "invalid credentials")
+    assert_error(await scene.api.get("/vmboxes", headers=headers), 401, "invalid_credentials")
 
 
 async def test_basic_auth_type_sha_from_the_accounts_config(scene: Scene, services: Services) -> None:
@@ -523,7 +525,7 @@ async def test_basic_auth_type_sha_from_the_accounts_config(scene: Scene, servic
     sha = hashlib.sha1(b"kazoouser:secret").hexdigest()
     assert (await scene.api.get("/vmboxes", headers=basic(account_id, sha))).status == 200
     assert_error(await scene.api.get("/vmboxes", headers=basic(account_id, md5_credentials("kazoouser", "secret"))),
-                 401, "invalid credentials")
+                 401, "invalid_credentials")
 
 
 async def test_basic_auth_type_plain_hashes_username_and_password(scene: Scene, services: Services) -> None:
@@ -532,9 +534,9 @@ async def test_basic_auth_type_plain_hashes_username_and_password(scene: Scene, 
                                        {"_id": "configs_crossbar.auth", "basic_auth_type": "plain"})
     assert (await scene.api.get("/vmboxes", headers=basic(account_id, "kazoouser:secret"))).status == 200
     assert_error(await scene.api.get("/vmboxes", headers=basic(account_id, "kazoouser:nope")),
-                 401, "invalid credentials")
+                 401, "invalid_credentials")
 
 
 async def test_a_token_header_wins_over_basic(scene: Scene) -> None:
     headers = {**basic(scene.account["_id"], md5_credentials("kazoouser", "secret")), "X-Auth-Token": "garbage"}
-    assert_error(await scene.api.get("/vmboxes", headers=headers), 401, "invalid credentials")
+    assert_error(await scene.api.get("/vmboxes", headers=headers), 401, "invalid_credentials")

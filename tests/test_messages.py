@@ -73,6 +73,11 @@ def download_name(caller: str, gregorian: int, tz: str, ext: str) -> str:
     return f"{caller}_{moment:%Y-%m-%d}_{moment:%H:%M:%S}.{ext}"
 
 
+def disposition(name: str) -> str:
+    """The ``Content-Disposition`` of a download named ``name`` (ASCII, as Kazoo builds it)."""
+    return f'attachment; filename="{name.replace(":", "-")}"; filename*=UTF-8\'\'{name.replace(":", "%3A")}'
+
+
 def hex_id() -> str:
     return uuid.uuid4().hex
 
@@ -940,7 +945,7 @@ async def test_raw_returns_bytes_type_and_disposition_in_box_timezone(api: Api) 
     assert reply.status == 200
     assert reply.body == WAV
     assert reply.headers["Content-Type"] == "audio/x-wav"
-    assert reply.headers["Content-Disposition"] == f"attachment; filename={download_name('6001', stamp, tz, 'wav')}"
+    assert reply.headers["Content-Disposition"] == disposition(download_name('6001', stamp, tz, 'wav'))
 
 
 # rule 63
@@ -950,7 +955,7 @@ async def test_raw_filename_uses_account_timezone_when_box_has_none(api: Api, vm
     created = await create_with_audio(api, vmbox["id"], caller_id_number="6001", timestamp=stamp)
     reply = await api.get(f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}/raw")
     expected = download_name("6001", stamp, account["timezone"], "mp3")
-    assert reply.headers["Content-Disposition"] == f"attachment; filename={expected}"
+    assert reply.headers["Content-Disposition"] == disposition(expected)
 
 
 # rule 64
@@ -979,7 +984,23 @@ async def test_raw_filename_prefix_unknown_without_caller_id_number(api: Api, vm
     reply = await api.get(f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}/raw")
     assert reply.status == 200
     expected = download_name("unknown", stamp, account["timezone"], "mp3")
-    assert reply.headers["Content-Disposition"] == f"attachment; filename={expected}"
+    assert reply.headers["Content-Disposition"] == disposition(expected)
+
+
+# issue 15.12: RFC 6266, a quoted ASCII fallback (no ``:``, ``_`` for what is not ASCII)
+# and the name itself in UTF-8
+@pytest.mark.parametrize(("caller", "fallback", "encoded"), [("+14155550100", "+14155550100", "+14155550100"),
+                                                           ("Zoë", "Zo_", "Zo%C3%AB")], ids=["ascii", "utf8"])
+async def test_raw_disposition_has_an_ascii_fallback_and_the_utf8_name(api: Api, caller: str, fallback: str,
+                                                                        encoded: str) -> None:
+    box = await new_box(api, "UTC", "3201", timezone="Etc/UTC")
+    stamp = gregorian_now() - DAY
+    day, time_ = f"{utc(stamp):%Y-%m-%d}", f"{utc(stamp):%H %M %S}".split()
+    created = await create_with_audio(api, box, caller_id_number=caller, timestamp=stamp)
+    reply = await api.get(f"/vmboxes/{box}/messages/{created['media_id']}/raw")
+    assert reply.headers["Content-Disposition"] == (
+        f'attachment; filename="{fallback}_{day}_{"-".join(time_)}.mp3"; '
+        f"filename*=UTF-8''{encoded}_{day}_{'%3A'.join(time_)}.mp3")
 
 
 # rule 66 (decisions: 206 on every store)
@@ -1693,6 +1714,16 @@ async def test_bulk_delete_with_nothing_selected_answers_empty_object(api: Api, 
     assert reply.data == {}
 
 
+# issue 15.12: the request id names the ZIP; quotes, backslashes and ``:`` stay out of the fallback
+async def test_zip_disposition_quotes_an_ascii_fallback_and_encodes_the_name(api: Api, vmbox: dict[str, Any]) -> None:
+    created = await create_with_audio(api, vmbox["id"])
+    reply = await zip_of(api, vmbox["id"], [created["media_id"]], request_id='a"b\\c:d;e')
+    assert reply.status == 200, reply.body
+    assert reply.headers["Content-Disposition"] == (
+        'attachment; filename="a_b_c-d;e.zip"; '
+        "filename*=UTF-8''a%22b%5Cc%3Ad%3Be.zip")
+
+
 # -- rules 87–89: upload ---------------------------------------------------------------
 
 
@@ -1743,6 +1774,34 @@ async def test_upload_multipart_audio(api: Api, vmbox: dict[str, Any]) -> None:
     assert (await api.get(path)).body == AUDIO
 
 
+# issue 15.8: an upload that is not audio is refused as such, not as bad JSON
+async def test_upload_of_text_is_415_naming_the_accepted_types(api: Api, vmbox: dict[str, Any],
+                                                               services: Services) -> None:
+    created = await create(api, vmbox["id"])
+    path = f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}/raw"
+    reply = await api.call("PUT", path, body=b"not a recording", headers={"Content-Type": "text/plain"})
+    data = assert_error(reply, 415, "unsupported_media_type")
+    assert data["content_type"] == "text/plain"
+    assert {"audio/mpeg", "audio/x-wav", "audio/ogg", "multipart/form-data"} <= set(data["accepted"])
+    assert "_attachments" not in await stored(services, api.account_id, created["media_id"])
+
+
+# issue 15.8
+async def test_create_with_a_part_that_is_not_audio_is_415(api: Api, vmbox: dict[str, Any]) -> None:
+    body, content_type = multipart([json_part({"caller_id_number": "6001"}), audio_part(b"\x89PNG", "image/png")])
+    reply = await api.call("PUT", f"/vmboxes/{vmbox['id']}/messages", body=body, headers={"Content-Type": content_type})
+    assert assert_error(reply, 415, "unsupported_media_type")["content_type"] == "image/png"
+    assert await listed_ids(api, vmbox["id"]) == []
+
+
+# issue 15.8
+async def test_create_with_a_text_body_is_415(api: Api, vmbox: dict[str, Any]) -> None:
+    reply = await api.call("PUT", f"/vmboxes/{vmbox['id']}/messages", body=b"hello",
+                           headers={"Content-Type": "text/plain"})
+    assert assert_error(reply, 415, "unsupported_media_type")["content_type"] == "text/plain"
+    assert await listed_ids(api, vmbox["id"]) == []
+
+
 # rule 88 (2.5: a ``filename`` names the attachment, whitespace removed, extension added)
 async def test_upload_with_filename_names_the_attachment(api: Api, vmbox: dict[str, Any],
                                                          services: Services) -> None:
@@ -1777,7 +1836,7 @@ async def test_zip_of_messages(api: Api) -> None:
     reply = await zip_of(api, box, [first["media_id"], second["media_id"]], request_id="zip-request-0001")
     assert reply.status == 200, reply.body
     assert reply.headers["Content-Type"] == "application/zip"
-    assert reply.headers["Content-Disposition"] == "attachment; filename=zip-request-0001.zip"
+    assert reply.headers["Content-Disposition"] == disposition("zip-request-0001.zip")
     archive = zipfile.ZipFile(io.BytesIO(reply.body))
     assert archive.namelist() == [download_name("6001", now - 7200, tz, "mp3"),
                                   download_name("6002", now - 60, tz, "wav")]
@@ -2334,7 +2393,7 @@ async def test_seed_get_raw_audio(api: Api, vmbox: dict[str, Any]) -> None:
     assert reply.status == 200
     assert reply.body == AUDIO
     assert reply.headers["Content-Type"] == "audio/mpeg"
-    assert reply.headers["Content-Disposition"].startswith("attachment; filename=1001_")
+    assert reply.headers["Content-Disposition"].startswith('attachment; filename="1001_')
 
 
 async def test_seed_add_media_to_a_message(api: Api, vmbox: dict[str, Any]) -> None:

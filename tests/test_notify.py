@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from aiohttp import web
@@ -144,7 +145,7 @@ async def test_email_has_subject_text_html_and_the_audio(notify_api: Api, servic
     assert len(attachments) == 1
     assert attachments[0].get_content() == AUDIO
     raw = await notify_api.get(f"/vmboxes/{box['id']}/messages/{media_id}/raw")
-    assert attachments[0].get_filename() == raw.headers["Content-Disposition"].split("filename=")[1]
+    assert attachments[0].get_filename() == unquote(raw.headers["Content-Disposition"].split("filename*=UTF-8''")[1])
 
 
 async def test_no_attachment_when_include_message_on_notify_is_false(notify_api: Api, services: Services,

@@ -247,7 +247,9 @@ async def token_info(request: web.Request) -> web.Response:
     try:
         context = await issuer.verify(token)
         account_id, owner_id = context.account_id, context.owner_id
-    except InvalidCredentials:
+    except InvalidCredentials as refused:
+        if refused.expired:  # ours, and expired: not Kazoo's
+            raise
         identity = await issuer.kazoo.verify_token(token)
         account_id, owner_id = identity.account_id, identity.owner_id
     try:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import appkeys, envelope
-from ..errors import NoCredentials, validation_error
+from ..errors import InvalidCredentials, validation_error
 from ..storage.errors import NotFound
 from .common import payload, services
 
@@ -44,13 +44,13 @@ async def api_auth(request: web.Request) -> web.Response:
     if not isinstance(api_key, str) or not api_key:
         raise validation_error("api_key", "required", "Field is required but missing", value="api_key")
     if len(api_key) > 256:
-        raise NoCredentials()
+        raise InvalidCredentials()
     for account_id in await services(request).accounts.by_api_key(api_key):
         try:
             return await _respond(request, account_id, None, "cb_api_auth")
         except NotFound:
             continue
-    raise NoCredentials()
+    raise InvalidCredentials()
 
 
 async def user_auth(request: web.Request) -> web.Response:
@@ -68,7 +68,7 @@ async def user_auth(request: web.Request) -> web.Response:
         if isinstance(value, str) and value and len(value) <= 256:
             candidates.extend(await lookup(value))
     if not candidates:
-        raise NoCredentials()
+        raise InvalidCredentials()
     for account_id in dict.fromkeys(candidates):
         try:
             owner_id = await storage.users.by_credentials(account_id, credentials.lower(), method)
@@ -79,4 +79,4 @@ async def user_auth(request: web.Request) -> web.Response:
                 return await _respond(request, account_id, owner_id, "cb_user_auth")
             except NotFound:
                 continue
-    raise NoCredentials()
+    raise InvalidCredentials()

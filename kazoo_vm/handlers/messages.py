@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -17,14 +16,13 @@ from ..errors import BadIdentifier, DatastoreConflict, ValidationError, from_sto
 from ..listing import listing_params, page_envelope
 from ..notify.worker import schedule_if_wanted
 from ..payload import Payload, UploadedFile, read_upload
+from ..sending import send_body
 from ..start_key import StartKey
 from ..storage import legacy, naming
 from ..storage.errors import Conflict, NotFound, StorageError, Unavailable
 from ..storage.messages import Audio, AudioStream, Located, window
 from ..storage.paging import page_in_memory
 from .common import author, config, location, payload, services
-
-log = logging.getLogger(__name__)
 
 SCHEMA = "vm_message_metadata"
 EMPTY_SOURCE = "empty source_id is specified. please set a single or a list of source_ids."
@@ -364,10 +362,21 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
         return await _send_ranged(request, audio, filename)
 
 
-async def _prefixed(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+async def _slice(first: bytes, rest: AsyncIterator[bytes], start: int, end: int) -> AsyncGenerator[bytes, None]:
+    """Bytes ``start``…``end`` (inclusive) of the file whose chunks are ``first`` and ``rest``."""
+    offset = 0  # of the next chunk in the file
+    chunk = first
+    while True:
+        piece = chunk[max(start - offset, 0):max(end + 1 - offset, 0)]
+        offset += len(chunk)
+        if piece:
+            yield piece
+        if offset > end:
+            return
+        next_chunk = await anext(rest, None)
+        if next_chunk is None:
+            return
+        chunk = next_chunk
 
 
 def _byte_range(header: str, size: int) -> tuple[int, int] | None:
@@ -388,7 +397,7 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None:
 async def _send_ranged(request: web.Request, audio: AudioStream, filename: str) -> web.StreamResponse:
     """The audio (or the one byte range asked for) passed on as the store sends it."""
     size = audio.size
-    headers = {"Content-Disposition": f"attachment; filename={filename}", "Accept-Ranges": "bytes"}
+    headers = {"Content-Disposition": envelope.attachment_disposition(filename), "Accept-Ranges": "bytes"}
     span = _byte_range(request.headers.get("Range", ""), size)
     if span is None:
         status, start, end = 200, 0, size - 1
@@ -405,25 +414,7 @@ async def _send_ranged(request: web.Request, audio: AudioStream, filename: str) 
     response.headers["X-Request-ID"] = request[envelope.REQUEST_ID]
     envelope.add_cors(request, response)
     await response.prepare(request)
-    offset = 0  # of the next chunk in the file
-    try:
-        async for chunk in _prefixed(first, chunks):
-            piece = chunk[max(start - offset, 0):max(end + 1 - offset, 0)]
-            offset += len(chunk)
-            if piece:
-                await response.write(piece)
-            if offset > end:
-                break
-    except StorageError as error:
-        log.warning("audio download %s cut: %r", request[envelope.REQUEST_ID], error)
-    if offset <= end:
-        # Too late for an error envelope: cut the connection so the client sees a short
-        # download instead of waiting for bytes that will not come.
-        if request.transport is not None:
-            request.transport.abort()
-        return response
-    await response.write_eof()
-    return response
+    return await send_body(request, response, _slice(first, chunks, start, end), "audio download")
 
 
 async def put_audio(request: web.Request) -> web.Response:

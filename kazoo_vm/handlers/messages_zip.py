@@ -8,7 +8,6 @@ unusable); kazoo_vm reads the documented JSON body.
 
 from __future__ import annotations
 
-import logging
 import stat
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -19,13 +18,12 @@ from stream_zip import NO_COMPRESSION_32
 
 from .. import box_message, envelope
 from ..errors import BadIdentifier, validation_error
-from ..storage.errors import StorageError
+from ..sending import send_body
 from ..storage.messages import Located
 from ..zip_stream import stream_zip_async
 from .common import payload, services
 from .messages import NO_MESSAGES, _box, _ids, _timezone
 
-log = logging.getLogger(__name__)
 MAX_ZIP_MESSAGES = 1000
 
 
@@ -58,6 +56,7 @@ async def download_zip(request: web.Request) -> web.StreamResponse:
     messages = body.data.get("messages") if isinstance(body.data, dict) else None
     if not isinstance(messages, list) or not messages or not all(isinstance(item, str) for item in messages):
         raise validation_error("messages", "required", NO_MESSAGES)
+    messages = list(dict.fromkeys(messages))  # an id asked twice is one member
     if len(messages) > MAX_ZIP_MESSAGES:
         raise validation_error("messages", "maxItems", f"The list is more than {MAX_ZIP_MESSAGES} items",
                                target=MAX_ZIP_MESSAGES)
@@ -93,23 +92,9 @@ async def download_zip(request: web.Request) -> web.StreamResponse:
 
     response = web.StreamResponse(headers={
         "Content-Type": "application/zip",
-        "Content-Disposition": f"attachment; filename={request[envelope.REQUEST_ID]}.zip",
+        "Content-Disposition": envelope.attachment_disposition(f"{request[envelope.REQUEST_ID]}.zip"),
         "X-Request-ID": request[envelope.REQUEST_ID],
     })
     envelope.add_cors(request, response)
     await response.prepare(request)
-    try:
-        async for chunk in stream_zip_async(members()):
-            await response.write(chunk)
-    except StorageError as error:
-        # Too late for an error envelope: cut the connection so the client sees a
-        # truncated download (no final chunk) instead of waiting for the rest.
-        log.warning("ZIP %s cut: %r", request[envelope.REQUEST_ID], error)
-        if request.transport is not None:
-            request.transport.abort()
-        return response
-    await response.write_eof()
-    return response
-
-
-
+    return await send_body(request, response, stream_zip_async(members()), "ZIP")

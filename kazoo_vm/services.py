@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from .documents import as_int
+from .events import DocAction, DocChanged, Events
+from .storage import naming
 from .storage.accounts import Accounts, Users
 from .storage.couch import Couch
 from .storage.legacy import Legacy
@@ -26,6 +30,21 @@ class Services:
     legacy: Legacy
     notifications: Notifications
     replication: Replication
+    events: Events = field(default_factory=Events)
+
+    def __post_init__(self) -> None:
+        self.store.couch.on_write = self._doc_written
+
+    def _doc_written(self, db: str, doc: dict[str, Any], created: bool) -> None:
+        """Every document write CouchDB took becomes a :class:`DocChanged` event."""
+        soft_deleted = bool(doc.get("pvt_deleted"))
+        action: DocAction = "deleted" if soft_deleted or doc.get("_deleted") else "created" if created else "edited"
+        pvt_type = doc.get("pvt_type")
+        self.events.publish(DocChanged(
+            action=action, account_id=naming.account_id_of_db(db), database=db, doc_id=str(doc.get("_id")),
+            doc_type=pvt_type if isinstance(pvt_type, str) else None, rev=str(doc.get("_rev")),
+            soft_deleted=soft_deleted, created=as_int(doc.get("pvt_created")),
+            modified=as_int(doc.get("pvt_modified"))))
 
     @classmethod
     def connect(cls, couch_url: str, *, timeout: float, connect_timeout: float = 3.0,

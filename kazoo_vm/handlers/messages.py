@@ -13,6 +13,7 @@ from .. import appkeys, box_message, envelope, filters
 from ..auth import ACCOUNT
 from ..documents import as_dict, gregorian_now, stamp
 from ..errors import BadIdentifier, DatastoreConflict, ValidationError, from_storage, validation_error
+from ..events import CROSSBAR_ACTION, BoxesChanged, NoticeName, VoicemailNotice
 from ..listing import listing_params, page_envelope
 from ..notify.worker import schedule_if_wanted
 from ..payload import Payload, UploadedFile, read_upload
@@ -305,6 +306,11 @@ async def create_message(request: web.Request) -> web.Response:
         if named is None:
             raise DatastoreConflict() from None
         doc = await _made_before(request, account_id, box_id, doc["_id"])
+    else:
+        if audio is not None:
+            _notice(request, "voicemail_new", account_id, box, doc)
+    if audio is not None:  # crossbar sends no MWI for a message without audio
+        _mwi(request, account_id, box_id)
     return envelope.success(request, box_message.metadata_of(doc), status=201, revision=doc.get("_rev"),
                             headers={"Location": location(request, doc["_id"])})
 
@@ -428,6 +434,7 @@ async def put_audio(request: web.Request) -> web.Response:
     db, doc = await _changeable(request, account_id, box_id, message_id, now)
     _stamped(request, doc, account_id, db, now)
     had_audio = bool(doc.get("_attachments") or doc.get("pvt_attachments"))
+    box = None
     if not had_audio and "notify" not in as_dict(doc.get("metadata")):
         box = await _box(request, account_id, box_id, deleted_ok=True)
         await schedule_if_wanted(config(request), services(request), account_id, box, doc)
@@ -435,6 +442,10 @@ async def put_audio(request: web.Request) -> web.Response:
         await services(request).messages.put_audio(db, doc, _audio(request, body, upload, now))
     except Conflict:
         raise DatastoreConflict() from None
+    if not had_audio:
+        box = box or await _box(request, account_id, box_id, deleted_ok=True)
+        _notice(request, "voicemail_new", account_id, box, doc)
+    _mwi(request, account_id, box_id)
     return envelope.success(request, box_message.metadata_of(doc), status=201)
 
 
@@ -526,13 +537,16 @@ async def change_message(request: web.Request) -> web.Response:
         folder = _folder_choice(request, body) or "saved"
         changed = box_message.apply_folder(located[1], folder, soft_delete=False, now=now)
         doc = await _save(request, located[0], _stamped(request, changed, account_id, located[0], now))
+        _mwi(request, account_id, box_id)
         return envelope.success(request, box_message.metadata_of(doc))
     if isinstance(sources, str):
         (destination,) = await _destinations(request, account_id, [sources])
         _db, moved = await _transfer(request, account_id, located, destination, move=True, now=now)
+        _mwi(request, account_id, box_id, destination["_id"])
         return envelope.success(request, box_message.metadata_of(moved))
     destinations = await _destinations(request, account_id, sources)
     succeeded, failed = await _copies(request, account_id, [located], destinations, now)
+    _mwi(request, account_id, box_id, *(destination["_id"] for destination in destinations))
     return envelope.success(request, _result(succeeded, failed))
 
 
@@ -546,6 +560,9 @@ async def delete_message(request: web.Request) -> web.Response:
     deleted = _stamped(request, box_message.apply_folder(doc, "deleted", soft_delete=True, now=now),
                        account_id, db, now)
     await _save(request, db, deleted)
+    _notice(request, "voicemail_deleted", account_id, await _box(request, account_id, box_id, deleted_ok=True),
+            deleted, reason=CROSSBAR_ACTION)
+    _mwi(request, account_id, box_id)
     return envelope.success(request, box_message.metadata_of(deleted), revision=revision)
 
 
@@ -685,6 +702,7 @@ async def bulk_change(request: web.Request) -> web.Response:
         changes = [(db, _stamped(request, box_message.apply_folder(doc, folder, soft_delete=False, now=now),
                                  account_id, db, now)) for db, doc in chosen]
         succeeded, save_failed = await services(request).messages.save_many(changes)
+        _mwi(request, account_id, box_id)
         return envelope.success(request, _result(succeeded, {**failed, **save_failed}))
     if isinstance(sources, str):
         outcomes = await _bounded([_transfer(request, account_id, located, destinations[0], move=True, now=now)
@@ -695,8 +713,10 @@ async def bulk_change(request: web.Request) -> web.Response:
                 failed[located[1]["_id"]] = _reason(outcome)
             else:
                 succeeded.append(outcome[1]["_id"])
+        _mwi(request, account_id, box_id, destinations[0]["_id"])
         return envelope.success(request, _result(succeeded, failed))
     succeeded, copy_failed = await _copies(request, account_id, chosen, destinations, now)
+    _mwi(request, account_id, box_id, *(destination["_id"] for destination in destinations))
     return envelope.success(request, _result(succeeded, {**failed, **copy_failed}))
 
 
@@ -735,5 +755,21 @@ async def bulk_delete(request: web.Request) -> web.Response:
     by_db: dict[str, list[str]] = defaultdict(list)
     for message_id in selected:
         by_db[naming.modb_of_message(account_id, message_id) or ""].append(message_id)
-    succeeded, delete_failed = await services(request).messages.soft_delete(dict(by_db), now)
+    deleted: list[dict[str, Any]] = []
+    succeeded, delete_failed = await services(request).messages.soft_delete(dict(by_db), now, deleted=deleted)
+    for doc in deleted:
+        _notice(request, "voicemail_deleted", account_id, box or {"_id": box_id}, doc, reason=CROSSBAR_ACTION)
+    _mwi(request, account_id, box_id)
     return envelope.success(request, _result(succeeded, {**failed, **delete_failed}))
+
+
+def _mwi(request: web.Request, account_id: str, *box_ids: str) -> None:
+    """Crossbar would send these boxes' MWI now (once each, in this order)."""
+    boxes = tuple(dict.fromkeys(str(box_id) for box_id in box_ids if box_id))
+    if boxes:
+        services(request).events.publish(BoxesChanged(account_id, boxes))
+
+
+def _notice(request: web.Request, name: NoticeName, account_id: str, box: dict[str, Any],
+            message: dict[str, Any], *, reason: str | None = None) -> None:
+    services(request).events.publish(VoicemailNotice(name, account_id, box, message, reason))

@@ -11,6 +11,7 @@ from aiohttp import web
 from .. import appkeys, envelope, filters
 from ..documents import as_int, gregorian_now, new_id, private_fields, public_fields, stamp, to_response
 from ..errors import BadIdentifier, DatastoreConflict, ValidationError, ValidationErrors
+from ..events import CROSSBAR_ACTION, BoxesChanged, VoicemailNotice
 from ..listing import listing_params, page_envelope
 from ..payload import Payload
 from ..storage import naming
@@ -210,7 +211,11 @@ async def delete_vmbox(request: web.Request) -> web.Response:
     stored = await _load(request, account_id, box_id)
     revision = stored["_rev"]
     by_db = await storage.messages.ids_of_box(account_id, box_id, *window(now, config(request).retention_seconds))
-    await storage.messages.soft_delete(by_db, now)
+    deleted: list[dict[str, Any]] = []
+    await storage.messages.soft_delete(by_db, now, deleted=deleted)
+    for message in deleted:
+        storage.events.publish(VoicemailNotice("voicemail_deleted", account_id, stored, message,
+                                               reason=CROSSBAR_ACTION))
     soft = str(body.setting(request, "should_soft_delete")).lower() != "false"
     for _attempt in range(SAVE_RETRIES):
         try:
@@ -226,6 +231,7 @@ async def delete_vmbox(request: web.Request) -> web.Response:
             stored = await _load(request, account_id, box_id)
     else:
         raise DatastoreConflict()
+    storage.events.publish(BoxesChanged(account_id, (box_id,)))
     data = to_response(stored, drop=READ_ONLY_KEYS)
     data["_read_only"] = {"deleted": True}
     return envelope.success(request, data, revision=revision)

@@ -222,7 +222,8 @@ class Notifier:
         """Remove the message for real (the box asked for it once the email went out)."""
         for _attempt in range(5):
             try:
-                await self._services.store.couch.delete_doc(db, doc["_id"], doc["_rev"])
+                await self._services.store.couch.delete_doc(db, doc["_id"], doc["_rev"],
+                                                            doc_type=doc.get("pvt_type"))
                 return
             except NotFound:
                 return

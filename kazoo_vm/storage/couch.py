@@ -39,7 +39,7 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
@@ -86,6 +86,7 @@ UNGROUPED = ("_design/", "_local/")
 COPIES_REMEMBERED = 10_000
 
 # View query parameters whose values CouchDB expects JSON-encoded.
+WriteListener = Callable[[str, dict[str, Any], bool], None]
 JSON_PARAMS = frozenset({"key", "keys", "startkey", "endkey", "start_key", "end_key", "atts_since"})
 
 
@@ -242,6 +243,8 @@ class Couch:
         self._skip_until: dict[str, float] = {}  # node URL → when it is tried first again
         self._copies: dict[str, int] = {}  # database → its ``n``
         self._closed = False
+        #: Called after each document write CouchDB took (see :meth:`_wrote`).
+        self.on_write: WriteListener | None = None
         # One write at a time per document from this process: racing requests of one
         # process then meet as ordinary 409s (pouchdb-server can crash on two identical
         # concurrent edits of a document).
@@ -516,6 +519,7 @@ class Couch:
         CouchDB cluster left such a write hanging until the client's timeout when a node
         holding a copy died during it; a JSON write is answered at once, 202.)"""
         losers = doc.pop("_conflicts", None)
+        created = "_rev" not in doc
         try:
             async with self._write_lock(db, doc["_id"]):
                 if attachment is None:
@@ -529,9 +533,16 @@ class Couch:
             if attachment is not None:
                 doc["_attachments"] = attachment.stub()
         doc["_rev"] = rev
+        self._wrote(db, doc, created=created)
         if isinstance(losers, list) and losers:
             await self._delete_revisions(db, [(doc["_id"], rev) for rev in losers if isinstance(rev, str)])
         return rev
+
+    def _wrote(self, db: str, doc: dict[str, Any], *, created: bool) -> None:
+        """Tell ``on_write`` of a document CouchDB took (``doc`` as saved, with its new
+        ``_rev``; ``created``: it was saved without a revision)."""
+        if self.on_write is not None:
+            self.on_write(db, doc, created)
 
     async def _put_json(self, db: str, doc: dict[str, Any]) -> str:
         """Write a document without attachments; returns its new revision. Concurrent
@@ -566,7 +577,7 @@ class Couch:
             except (KeyError, TypeError):
                 return [StoreFault("unexpected_response", "a write answered without rev")]
         try:
-            answers = await self.bulk_docs(db, docs)
+            answers = await self._bulk_docs(db, docs)
         except StoreFault as error:
             if error.cause not in REFUSED_WHOLE:
                 return [error] * len(docs)
@@ -661,12 +672,17 @@ class Couch:
         return [entry["ok"] for entry in body if isinstance(entry, dict) and isinstance(entry.get("ok"), dict)
                 and not entry["ok"].get("_deleted")] if isinstance(body, list) else []
 
-    async def delete_leaves(self, db: str, doc_id: str, revs: list[str]) -> None:
-        """Delete these leaf revisions of the document (each its own branch)."""
+    async def delete_leaves(self, db: str, doc_id: str, revs: list[str], *, doc_type: str | None = None) -> None:
+        """Delete these leaf revisions of the document (each its own branch);
+        ``doc_type`` (its ``pvt_type``) for those who hear of the deletion."""
         deletions = [{"_id": doc_id, "_rev": rev, "_deleted": True} for rev in revs]
         if deletions:
-            await self.request("POST", f"/{quote_db(db)}/_bulk_docs", params=await self._every_copy(db),
-                               json_body={"docs": deletions})
+            _, _, body = await self.request("POST", f"/{quote_db(db)}/_bulk_docs",
+                                            params=await self._every_copy(db), json_body={"docs": deletions})
+            for result in body if isinstance(body, list) else []:
+                if isinstance(result, dict) and "rev" in result and "error" not in result:
+                    deleted = {"_id": doc_id, "_rev": str(result["rev"]), "_deleted": True}
+                    self._wrote(db, {**deleted, "pvt_type": doc_type} if doc_type else deleted, created=False)
 
     async def _delete_revisions(self, db: str, revisions: list[tuple[str, str]]) -> None:
         """Delete losing revisions (best effort: a later read or write tries again)."""
@@ -677,10 +693,13 @@ class Couch:
             await self.request("POST", f"/{quote_db(db)}/_bulk_docs", params=await self._every_copy(db),
                                json_body={"docs": deletions})
 
-    async def delete_doc(self, db: str, doc_id: str, rev: str) -> None:
-        """Delete the document at revision ``rev`` (Conflict when it is not current)."""
+    async def delete_doc(self, db: str, doc_id: str, rev: str, *, doc_type: str | None = None) -> None:
+        """Delete the document at revision ``rev`` (Conflict when it is not current);
+        ``doc_type`` (its ``pvt_type``) for those who hear of the deletion."""
+        deletion: dict[str, Any] = {"_id": doc_id, "_rev": rev, "_deleted": True}
         async with self._write_lock(db, doc_id):
-            await self._put_json(db, {"_id": doc_id, "_rev": rev, "_deleted": True})
+            deletion["_rev"] = await self._put_json(db, deletion)
+        self._wrote(db, {**deletion, "pvt_type": doc_type} if doc_type else deletion, created=False)
 
     def _write_lock(self, db: str, doc_id: str) -> asyncio.Lock:
         lock = self._writing.get((db, doc_id))
@@ -705,6 +724,14 @@ class Couch:
         Results accepted on fewer copies than asked are settled (see :meth:`_settle`):
         a losing one becomes ``error: conflict``. Conflicting revisions the documents
         were read with are deleted afterwards for the documents that were written."""
+        created = ["_rev" not in doc for doc in docs]
+        results = await self._bulk_docs(db, docs)
+        for doc, new, result in zip(docs, created, results, strict=True):
+            if "rev" in result and "error" not in result:
+                self._wrote(db, {**doc, "_rev": str(result["rev"])}, created=new)
+        return results
+
+    async def _bulk_docs(self, db: str, docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         losers = [(doc.get("_id"), doc.pop("_conflicts", None)) for doc in docs]
         status, _, body = await self.request(
             "POST", f"/{quote_db(db)}/_bulk_docs", params=await self._every_copy(db),

@@ -206,8 +206,10 @@ class Messages:
                     succeeded.append(str(result["id"]))
         return succeeded, failed
 
-    async def soft_delete(self, by_db: dict[str, list[str]], now: int) -> tuple[list[str], dict[str, str]]:
-        """Folder ``deleted`` + ``pvt_deleted`` for the ids of each MODB."""
+    async def soft_delete(self, by_db: dict[str, list[str]], now: int, *,
+                          deleted: list[dict[str, Any]] | None = None) -> tuple[list[str], dict[str, str]]:
+        """Folder ``deleted`` + ``pvt_deleted`` for the ids of each MODB; the documents
+        soft-deleted are added to ``deleted`` when given."""
         changes: list[Located] = []
         failed: dict[str, str] = {}
         for db, ids in by_db.items():
@@ -222,6 +224,9 @@ class Messages:
                 doc["pvt_modified"] = now
                 changes.append((db, doc))
         succeeded, save_failed = await self.save_many(changes)
+        if deleted is not None:
+            done = set(succeeded)
+            deleted.extend(doc for _db, doc in changes if doc["_id"] in done)
         return succeeded, {**failed, **save_failed}
 
     # -- views ---------------------------------------------------------------------

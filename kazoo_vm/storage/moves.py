@@ -31,6 +31,7 @@ from ..documents import as_dict
 from . import naming
 from .couch import Couch
 from .errors import Conflict, NotFound, StorageError
+from .messages import PVT_TYPE as MESSAGE_TYPE
 from .messages import Located, Messages, is_message
 from .store import Store
 
@@ -135,7 +136,8 @@ class Moves:
         except Conflict:
             if await self._couch.live_leaves(source_db, source_id):
                 with contextlib.suppress(NotFound, Conflict):  # the source was won by another change
-                    await self._couch.delete_doc(located[0], copy_id, str(located[1]["_rev"]))
+                    await self._couch.delete_doc(located[0], copy_id, str(located[1]["_rev"]),
+                                                 doc_type=MESSAGE_TYPE)
                 await self._drop(pointer)
                 raise
             # no version of the source is left: the copy is the message now
@@ -179,7 +181,7 @@ class Moves:
             if claim_of(doc) != copy_id:
                 raise Conflict(claimed["_id"], "move_taken_over")
             try:
-                await self._couch.delete_doc(db, doc["_id"], str(doc["_rev"]))
+                await self._couch.delete_doc(db, doc["_id"], str(doc["_rev"]), doc_type=MESSAGE_TYPE)
                 return
             except NotFound:
                 return
@@ -200,7 +202,8 @@ class Moves:
                 return
             log.info("deleting %d version(s) of moved message %s left beside the move", len(left), source_id)
             with contextlib.suppress(Conflict):
-                await self._couch.delete_leaves(db, source_id, [str(leaf["_rev"]) for leaf in left])
+                await self._couch.delete_leaves(db, source_id, [str(leaf["_rev"]) for leaf in left],
+                                                doc_type=MESSAGE_TYPE)
 
     async def _finished_copy(self, account_id: str, copy_id: str, source_id: str) -> Located:
         """The copy of ``source_id`` stored as ``copy_id``; NotFound when there is none."""

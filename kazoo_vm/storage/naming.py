@@ -51,6 +51,15 @@ def account_db(account_id: str) -> str:
     return f"account/{account_id[0:2]}/{account_id[2:4]}/{account_id[4:]}"
 
 
+ACCOUNT_OR_MODB = re.compile(r"^account/([0-9a-f]{2})/([0-9a-f]{2})/([0-9a-f]{28})(?:-\d{6})?\Z")
+
+
+def account_id_of_db(name: str) -> str | None:
+    """The account whose database (account db or MODB) ``name`` is; None for others."""
+    match = ACCOUNT_OR_MODB.match(name)
+    return "".join(match.groups()) if match else None
+
+
 def encoded_db(name: str) -> str:
     """The ``%2F`` form Kazoo stores in ``pvt_account_db``."""
     return name.replace("/", "%2F")

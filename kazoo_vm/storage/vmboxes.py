@@ -81,7 +81,7 @@ class Vmboxes:
         db = await self._store.account_db(account_id)
         self.forget(account_id, str(doc["_id"]))
         try:
-            await self._couch.delete_doc(db, doc["_id"], doc["_rev"])
+            await self._couch.delete_doc(db, doc["_id"], doc["_rev"], doc_type=doc.get("pvt_type", PVT_TYPE))
         finally:
             self.forget(account_id, str(doc["_id"]))
 

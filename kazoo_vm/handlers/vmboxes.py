@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import decimal
-import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +17,7 @@ from ..payload import Payload
 from ..storage import naming
 from ..storage.errors import Conflict, NotFound
 from ..storage.messages import window
+from ..storage.vmboxes import mailbox_number
 from ..validation import add_error
 from .common import author, config, location, payload, services
 
@@ -26,19 +27,7 @@ READ_ONLY_KEYS = ("messages", "folders")
 MIGRATE_MESSAGE = "Please migrate your voicemail box messages to MODB"
 NOTIFY_WARNING = "214 Transformation applied: attribute notify_email_address replaced"
 SAVE_RETRIES = 3
-INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
-DECIMAL = re.compile(r"^\s*[+-]?\d+\.\d+\s*$")
-
-
-def mailbox_number(mailbox: Any) -> int | None:
-    """Kazoo's non-strict integer cast of ``mailbox`` ("0123" → 123, "12.7" → 13)."""
-    if not isinstance(mailbox, str) or len(mailbox) > 64:
-        return None
-    if INTEGER.match(mailbox):
-        return int(mailbox)
-    if DECIMAL.match(mailbox):
-        return int(decimal.Decimal(mailbox.strip()).quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP))
-    return None
+UNIQUE = {"message": "Invalid mailbox number or already exists"}
 
 
 def box_id_of(request: web.Request) -> str:
@@ -66,7 +55,7 @@ async def validate_box(request: web.Request, account_id: str, data: dict[str, An
     if number is not None:
         owners = await services(request).vmboxes.ids_with_mailbox(account_id, number)
         if len(owners) > 1 or (len(owners) == 1 and owners[0] != box_id):
-            add_error(errors, "mailbox", "unique", {"message": "Invalid mailbox number or already exists"})
+            add_error(errors, "mailbox", "unique", dict(UNIQUE))
     if errors:
         raise ValidationError(errors)
     return dict(validated)
@@ -128,10 +117,11 @@ async def create_vmbox(request: web.Request) -> web.Response:
     box["_id"] = chosen_id if isinstance(chosen_id, str) else new_id()
     stamp(box, account_id=account_id, account_db=naming.encoded_db(naming.account_db(account_id)),
           pvt_type="vmbox", author=author(request), now=gregorian_now())
-    try:
-        await services(request).vmboxes.save(account_id, box)
-    except Conflict:
-        raise DatastoreConflict() from None
+    async with _mailbox_claimed(request, account_id, box["_id"], box, None):
+        try:
+            await services(request).vmboxes.save(account_id, box)
+        except Conflict:
+            raise DatastoreConflict() from None
     headers = {"Location": location(request, box["_id"]), **_headers(box)}
     return envelope.success(request, to_response(box, drop=READ_ONLY_KEYS), status=201,
                             revision=box["_rev"], headers=headers)
@@ -159,8 +149,33 @@ async def _replace(request: web.Request, account_id: str, box_id: str, new_field
     box["_id"] = box_id
     stamp(box, account_id=account_id, account_db=naming.encoded_db(naming.account_db(account_id)),
           pvt_type="vmbox", author=author(request), now=gregorian_now())
-    await services(request).vmboxes.save(account_id, box)
+    async with _mailbox_claimed(request, account_id, box_id, box, stored):
+        await services(request).vmboxes.save(account_id, box)
     return box
+
+
+@asynccontextmanager
+async def _mailbox_claimed(request: web.Request, account_id: str, box_id: str, box: dict[str, Any],
+                           stored: dict[str, Any] | None) -> AsyncIterator[None]:
+    """Around the save of ``box`` (``stored``: as it was, None for a new box): its
+    mailbox number is claimed first (400 ``unique`` when another box holds it, whatever
+    instance or node that box was written through), released again if the save fails;
+    the number it had before is released once the save is in."""
+    vmboxes = services(request).vmboxes
+    number = mailbox_number(box.get("mailbox"))
+    before = None if stored is None else mailbox_number(stored.get("mailbox"))
+    claimed = number is not None and number != before
+    if claimed and number is not None and not await vmboxes.claim_mailbox(account_id, number, box_id,
+                                                                        gregorian_now()):
+        raise ValidationError({"mailbox": {"unique": dict(UNIQUE)}})
+    try:
+        yield
+    except BaseException:
+        if claimed and number is not None:
+            await vmboxes.release_mailbox(account_id, number, box_id)
+        raise
+    if before is not None and before != number:
+        await vmboxes.release_mailbox(account_id, before, box_id)
 
 
 async def update_vmbox(request: web.Request) -> web.Response:
@@ -231,6 +246,9 @@ async def delete_vmbox(request: web.Request) -> web.Response:
             stored = await _load(request, account_id, box_id)
     else:
         raise DatastoreConflict()
+    number = mailbox_number(stored.get("mailbox"))
+    if number is not None:
+        await storage.vmboxes.release_mailbox(account_id, number, box_id)
     storage.events.publish(BoxesChanged(account_id, (box_id,)))
     data = to_response(stored, drop=READ_ONLY_KEYS)
     data["_read_only"] = {"deleted": True}

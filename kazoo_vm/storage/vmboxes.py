@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+import decimal
+import re
 from typing import Any
 
+from ..documents import as_int
 from ..start_key import StartKey
 from . import design
-from .errors import NotFound
+from .errors import Conflict, NotFound
 from .paging import Page, RowFilter, ViewRange, read_page
 from .store import Store
 from .ttl_cache import TtlCache
 
 PVT_TYPE = "vmbox"
+CLAIM_TYPE = "kazoo_vm_mailbox_claim"
+# A claim whose box is not stored with the number yet (a create or a change in flight)
+# holds the number this long; after that an unfinished claim is taken over.
+CLAIM_GRACE = 60
+INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
+DECIMAL = re.compile(r"^\s*[+-]?\d+\.\d+\s*$")
+
+
+def mailbox_number(mailbox: Any) -> int | None:
+    """Kazoo's non-strict integer cast of ``mailbox`` ("0123" → 123, "12.7" → 13)."""
+    if not isinstance(mailbox, str) or len(mailbox) > 64:
+        return None
+    if INTEGER.match(mailbox):
+        return int(mailbox)
+    if DECIMAL.match(mailbox):
+        return int(decimal.Decimal(mailbox.strip()).quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP))
+    return None
+
+
+def claim_id(number: int) -> str:
+    """The id of the document that claims a mailbox number in the account database."""
+    return f"kazoo_vm_mailbox_{number}"
 
 
 class Vmboxes:
@@ -84,6 +109,58 @@ class Vmboxes:
             await self._couch.delete_doc(db, doc["_id"], doc["_rev"], doc_type=doc.get("pvt_type", PVT_TYPE))
         finally:
             self.forget(account_id, str(doc["_id"]))
+
+    async def claim_mailbox(self, account_id: str, number: int, box_id: str, now: int) -> bool:
+        """Make ``box_id`` the holder of mailbox ``number``; False when another box holds
+        it. The claim is a document whose id is the number: of racing creates (through
+        any instance or node) exactly one is stored. (Boxes written by Kazoo have no
+        claim; the ``listing_by_mailbox`` check before covers them.)"""
+        db = await self._store.account_db(account_id)
+        claim = {"_id": claim_id(number), "pvt_type": CLAIM_TYPE, "vmbox_id": box_id, "mailbox": number,
+                 "pvt_created": now}
+        for _attempt in range(4):
+            try:
+                await self._couch.put_doc(db, dict(claim))
+                return True
+            except Conflict:
+                pass
+            try:
+                current = await self._couch.get_doc(db, claim_id(number))
+            except NotFound:
+                continue  # released meanwhile
+            if current.get("vmbox_id") == box_id:
+                return True
+            if await self._holds(db, current, number, now):
+                return False
+            try:
+                await self._couch.put_doc(db, {**claim, "_rev": current["_rev"]})
+                return True
+            except Conflict:
+                continue
+        return False
+
+    async def _holds(self, db: str, claim: dict[str, Any], number: int, now: int) -> bool:
+        """Whether a claim still holds: its box is live with the number, or the claim is
+        younger than ``CLAIM_GRACE`` and its box not deleted (a write in flight)."""
+        young = now - (as_int(claim.get("pvt_created")) or 0) < CLAIM_GRACE
+        try:
+            box = await self._couch.get_doc(db, str(claim.get("vmbox_id")))
+        except NotFound:
+            return young
+        if box.get("pvt_type", PVT_TYPE) != PVT_TYPE or box.get("pvt_deleted"):
+            return False
+        return mailbox_number(box.get("mailbox")) == number or young
+
+    async def release_mailbox(self, account_id: str, number: int, box_id: str) -> None:
+        """Give up ``box_id``'s claim on ``number`` (best effort: a claim left behind is
+        taken over once its box no longer has the number)."""
+        db = await self._store.account_db(account_id)
+        try:
+            current = await self._couch.get_doc(db, claim_id(number))
+            if current.get("vmbox_id") == box_id:
+                await self._couch.delete_doc(db, current["_id"], current["_rev"], doc_type=CLAIM_TYPE)
+        except (NotFound, Conflict):
+            pass
 
     async def ids_with_mailbox(self, account_id: str, number: int) -> list[str]:
         """Ids of non-deleted boxes whose ``parseInt(mailbox)`` is ``number``

@@ -216,3 +216,10 @@ def download_name(doc: dict[str, Any], attachment: str, tz_name: Any) -> str:
     ext = attachment.rsplit(".", 1)[1] if "." in attachment else ""
     name = f"{caller}_{moment:%Y-%m-%d}_{moment:%H:%M:%S}"
     return f"{name}.{ext}" if ext else name
+
+
+def is_in_box(doc: dict[str, Any], box_id: str) -> bool:
+    """The message is one of the box's (one without ``source_id`` belongs to every box,
+    as in Kazoo) and was not deleted (``pvt_deleted``): a deleted message is gone for
+    every request about it, whatever its folder says."""
+    return doc.get("source_id", box_id) == box_id and not doc.get("pvt_deleted")

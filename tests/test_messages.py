@@ -904,12 +904,43 @@ async def test_get_of_a_cdr_document_in_the_modb_is_404(api: Api, vmbox: dict[st
 
 
 # rule 61
-async def test_soft_deleted_message_is_still_fetchable(api: Api, vmbox: dict[str, Any]) -> None:
+async def test_soft_deleted_message_is_gone_for_a_get(api: Api, vmbox: dict[str, Any]) -> None:
     created = await create(api, vmbox["id"])
     assert (await api.delete(f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}")).status == 200
     reply = await api.get(f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}")
+    assert assert_error(reply, 404, "bad_identifier")["cause"] == created["media_id"]
+
+
+@pytest.mark.parametrize("change", [{"source_id": "OTHER"}, {"source_id": ["OTHER"]}, {"folder": "saved"}])
+async def test_a_deleted_message_cannot_be_moved_copied_or_refiled(api: Api, vmbox: dict[str, Any],
+                                                                   services: Services, change: dict[str, Any]) -> None:
+    other = await new_box(api, "Elsewhere", "3999")
+    created = await create(api, vmbox["id"])
+    path = f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}"
+    assert (await api.delete(path)).status == 200
+    body = {key: ([other] if value == ["OTHER"] else other if value == "OTHER" else value)
+            for key, value in change.items()}
+    assert_error(await api.post(path, body), 404, "bad_identifier")
+    assert await listed_ids(api, other) == []
+    assert (await stored(services, api.account_id, created["media_id"]))["pvt_deleted"] is True
+
+
+async def test_a_deleted_message_takes_no_audio_and_gives_none(api: Api, vmbox: dict[str, Any]) -> None:
+    created = await create(api, vmbox["id"])
+    path = f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}"
+    assert (await api.delete(path)).status == 200
+    uploaded = await api.call("PUT", f"{path}/raw", body=b"ID3late", headers={"Content-Type": "audio/mpeg"})
+    assert_error(uploaded, 404, "bad_identifier")
+    assert_error(await api.get(f"{path}/raw"), 404, "bad_identifier")
+
+
+async def test_bulk_change_reports_a_deleted_message_not_found(api: Api, vmbox: dict[str, Any]) -> None:
+    gone, kept = await create(api, vmbox["id"]), await create(api, vmbox["id"])
+    assert (await api.delete(f"/vmboxes/{vmbox['id']}/messages/{gone['media_id']}")).status == 200
+    reply = await api.post(f"/vmboxes/{vmbox['id']}/messages",
+                           {"messages": [gone["media_id"], kept["media_id"]], "folder": "saved"})
     assert reply.status == 200, reply.body
-    assert reply.data["folder"] == "deleted"
+    assert reply.data == {"succeeded": [kept["media_id"]], "failed": {gone["media_id"]: "not_found"}}
 
 
 # rule 62 (decisions: a message without folder is reported and stored as new)
@@ -1618,7 +1649,7 @@ async def test_bulk_deleted_messages_are_soft_deleted(api: Api, vmbox: dict[str,
     assert doc["metadata"]["folder"] == "deleted"
     assert await listed_ids(api, vmbox["id"]) == []
     reply = await api.get(f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}")
-    assert reply.status == 200 and reply.data["folder"] == "deleted"
+    assert_error(reply, 404, "bad_identifier")
 
 
 # rule 83
@@ -1665,13 +1696,11 @@ async def test_delete_of_unknown_or_foreign_message_is_404(api: Api, vmbox: dict
 
 
 # rule 84 (E15: deleting an already deleted message succeeds again)
-async def test_delete_twice_succeeds(api: Api, vmbox: dict[str, Any]) -> None:
+async def test_delete_twice_is_404_the_second_time(api: Api, vmbox: dict[str, Any]) -> None:
     created = await create(api, vmbox["id"])
     path = f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}"
     assert (await api.delete(path)).status == 200
-    reply = await api.delete(path)
-    assert reply.status == 200, reply.body
-    assert reply.data["folder"] == "deleted"
+    assert_error(await api.delete(path), 404, "bad_identifier")
 
 
 # rule 85 (decisions: 400 date_range like POST, not Kazoo's 500)
@@ -2138,9 +2167,7 @@ async def test_acceptance_kazoo_cdr_and_soft_deleted_by_id(api: Api, vmbox: dict
                                                            account: dict[str, Any]) -> None:
     ids = await _kazoo_written(api, vmbox["id"], services, account["realm"])
     assert_error(await api.get(f"/vmboxes/{vmbox['id']}/messages/{ids['cdr']}"), 404, "bad_identifier")
-    reply = await api.get(f"/vmboxes/{vmbox['id']}/messages/{ids['soft_deleted']}")
-    assert reply.status == 200, reply.body
-    assert reply.data["folder"] == "deleted"
+    assert_error(await api.get(f"/vmboxes/{vmbox['id']}/messages/{ids['soft_deleted']}"), 404, "bad_identifier")
     reply = await api.get(f"/vmboxes/{vmbox['id']}/messages/{ids['recorded']}")
     assert reply.status == 200, reply.body
     assert reply.data["from_user"] == "+15551230001"

@@ -357,8 +357,10 @@ class VoicemailMachine(RuleBasedStateMachine):
         return self.box_choice(data)
 
     def owns(self, box_id: str, message_id: str) -> Message | None:
+        """The box's message, unless it was deleted: a deleted message is gone for every
+        request about it."""
         message = self.messages.get(message_id)
-        return message if message is not None and message.box == box_id else None
+        return message if message is not None and message.box == box_id and not message.deleted else None
 
     def step(self, name: str, *, mutates: bool = True, messages: bool = True) -> None:
         """Count a step; ``mutates``: it may change something (the listings are compared

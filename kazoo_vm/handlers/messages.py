@@ -142,12 +142,12 @@ async def _box(request: web.Request, account_id: str, box_id: str, *, deleted_ok
 
 async def _message(request: web.Request, account_id: str, box_id: str, message_id: str) -> Located:
     """The message, if it is a voicemail message of this box (one without
-    ``source_id`` belongs to every box, as in Kazoo)."""
+    ``source_id`` belongs to every box, as in Kazoo) that was not deleted."""
     try:
         db, doc = await services(request).messages.fetch(account_id, message_id)
     except NotFound:
         raise BadIdentifier(message_id) from None
-    if doc.get("source_id", box_id) != box_id:
+    if not box_message.is_in_box(doc, box_id):
         raise BadIdentifier(message_id)
     return db, doc
 
@@ -633,7 +633,7 @@ async def _box_messages(request: web.Request, account_id: str, box_id: str,
     failed: dict[str, str] = {}
     for message_id in ids:
         located = found.get(message_id)
-        if located is None or located[1].get("source_id", box_id) != box_id:
+        if located is None or not box_message.is_in_box(located[1], box_id):
             failed[message_id] = "not_found"
         elif box_message.is_prior_to_retention(located[1], cutoff):
             failed[message_id] = "prior_to_retention_duration"

@@ -66,7 +66,7 @@ async def download_zip(request: web.Request) -> web.StreamResponse:
     chosen: list[Located] = []
     for message_id in messages:
         located = found.get(message_id)
-        if located is None or located[1].get("source_id", box_id) != box_id:
+        if located is None or not box_message.is_in_box(located[1], box_id):
             raise BadIdentifier(message_id)
         if box_message.single_attachment(located[1]) is None and not located[1].get("pvt_attachments"):
             raise BadIdentifier(message_id)

@@ -64,7 +64,16 @@ def create_app(config: Config, couch_url: str) -> web.Application:
         worker = None
         if config.smtp_url is not None:
             worker = asyncio.create_task(Notifier(config, services).run(), name="voicemail-to-email")
+        publisher = None
+        if config.amqp_url is not None:  # beside Kazoo: its RabbitMQ (the library is loaded only then)
+            from .amqp.publisher import Publisher
+
+            publisher = Publisher(config.amqp_url, services, retention_seconds=config.retention_seconds)
+            publisher.start()
+            app[appkeys.AMQP] = publisher
         yield
+        if publisher is not None:
+            await publisher.close()
         for task in (recovery, worker):
             if task is not None:
                 task.cancel()

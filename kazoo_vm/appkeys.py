@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    from .amqp.publisher import Publisher
     from .auth import TokenIssuer
     from .config import Config
     from .services import Services
@@ -17,6 +18,8 @@ CONFIG: web.AppKey[Config] = web.AppKey("config")
 SERVICES: web.AppKey[Services] = web.AppKey("services")
 SCHEMAS: web.AppKey[SchemaStore] = web.AppKey("schemas")
 ISSUER: web.AppKey[TokenIssuer] = web.AppKey("issuer")
+# Set only with KAZOO_VM_AMQP_URL.
+AMQP: web.AppKey[Publisher] = web.AppKey("amqp")
 # Handlers that answer without a token (the auth endpoints, schemas).
 PUBLIC_HANDLERS: web.AppKey[set[Callable[[web.Request], Awaitable[web.StreamResponse]]]] = web.AppKey(
     "public_handlers"

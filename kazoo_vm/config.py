@@ -60,6 +60,7 @@ class Config:
     keepalive_timeout: float = 75.0
     send_timeout: float = 60.0
     move_recovery: bool = True
+    amqp_url: str | None = None
 
     @property
     def retention_seconds(self) -> int:
@@ -90,4 +91,5 @@ class Config:
             keepalive_timeout=_float(env, "KAZOO_VM_KEEPALIVE_TIMEOUT", 75.0),
             send_timeout=_float(env, "KAZOO_VM_SEND_TIMEOUT", 60.0),
             move_recovery=(env.get("KAZOO_VM_MOVE_RECOVERY") or "true").lower() not in ("0", "false", "no"),
+            amqp_url=env.get("KAZOO_VM_AMQP_URL") or None,
         )

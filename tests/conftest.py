@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -179,6 +180,20 @@ async def vmbox(api: Api) -> dict[str, Any]:
     return dict(reply.data)
 
 
+async def with_audio(api: Api, box_id: str, audio: bytes = b"ID3-audio" * 20) -> str:
+    """A message with metadata and audio in one multipart create; its id."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Type: application/json\r\n\r\n"
+            + json.dumps({"data": {"caller_id_number": "6001"}})
+            + f"\r\n--{boundary}\r\nContent-Type: audio/mpeg\r\n"
+            + 'Content-Disposition: form-data; name="file"; filename="m.mp3"\r\n\r\n').encode() \
+        + audio + f"\r\n--{boundary}--\r\n".encode()
+    reply = await api.call("PUT", f"/vmboxes/{box_id}/messages", body=body,
+                           headers={"Content-Type": f"multipart/mixed; boundary={boundary}"})
+    assert reply.status == 201, reply.body
+    return str(reply.data["media_id"])
+
+
 def assert_error(reply: Reply, status: int, message: str) -> dict[str, Any]:
     """The Kazoo error envelope with this status and message; returns its ``data``."""
     assert reply.status == status, reply.body
@@ -241,4 +256,4 @@ def smtp_tests_lock() -> Iterator[None]:
 
 
 __all__ = ["Api", "Reply", "assert_error", "build_multipart", "LoopbackSmtp", "make_account", "login",
-           "smtp_tests_lock", "stored_doc", "quote_db"]
+           "smtp_tests_lock", "stored_doc", "quote_db", "with_audio"]

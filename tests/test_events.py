@@ -4,12 +4,10 @@ sends one, and voicemail notifications."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from typing import Any
 
 import pytest
-from conftest import Api
+from conftest import Api, with_audio
 
 from kazoo_vm import appkeys
 from kazoo_vm.events import BoxesChanged, DocChanged, Event, Events, VoicemailNotice
@@ -42,19 +40,6 @@ async def new_box(api: Api, mailbox: str) -> str:
     reply = await api.put("/vmboxes", {"name": f"Box {mailbox}", "mailbox": mailbox})
     assert reply.status == 201, reply.body
     return str(reply.data["id"])
-
-
-async def with_audio(api: Api, box_id: str) -> str:
-    boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Type: application/json\r\n\r\n"
-            + json.dumps({"data": {"caller_id_number": "6001"}})
-            + f"\r\n--{boundary}\r\nContent-Type: audio/mpeg\r\n"
-            + 'Content-Disposition: form-data; name="file"; filename="m.mp3"\r\n\r\n').encode() \
-        + AUDIO + f"\r\n--{boundary}--\r\n".encode()
-    reply = await api.call("PUT", f"/vmboxes/{box_id}/messages", body=body,
-                           headers={"Content-Type": f"multipart/mixed; boundary={boundary}"})
-    assert reply.status == 201, reply.body
-    return str(reply.data["media_id"])
 
 
 async def test_box_create_and_change_are_doc_created_then_doc_edited(api: Api, heard: list[Event]) -> None:
@@ -162,3 +147,13 @@ def test_publish_reaches_every_subscriber_until_it_unsubscribes() -> None:
     events.publish(BoxesChanged("a" * 32, ("c",)))
     assert (first, second) == ([BoxesChanged("a" * 32, ("b",))],
                                [BoxesChanged("a" * 32, ("b",)), BoxesChanged("a" * 32, ("c",))])
+
+
+def test_without_an_amqp_url_no_amqp_library_is_loaded() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from kazoo_vm.app import create_app; from kazoo_vm.config import Config; "
+            "create_app(Config(), 'http://127.0.0.1:1'); print('aio_pika' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert done.stdout.strip() == "False"

@@ -198,6 +198,14 @@ class Users:
             raise NotFound(user_id)
         return doc
 
+    async def owned(self, account_id: str, owner_id: str, pvt_type: str) -> list[dict[str, Any]]:
+        """Live documents of ``pvt_type`` (``device``, ``vmbox``) owned by ``owner_id``:
+        its ``owner_id``, or a hotdesk user (view ``kazoo_vm_owned/owned``)."""
+        db = await self._store.account_db(account_id)
+        await self._store.designs.ensure(db, design.OWNED)
+        rows = await self._couch.view(db, design.OWNED, "owned", key=[owner_id, pvt_type], include_docs=True)
+        return [row["doc"] for row in rows if isinstance(row.get("doc"), dict)]
+
     async def listing(self, account_id: str) -> list[dict[str, Any]]:
         """Every non-deleted user of the account (whole documents), read from
         ``_all_docs`` in batches so no view beyond ours is needed."""

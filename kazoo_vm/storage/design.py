@@ -25,7 +25,10 @@ USERS = "users"
 NOTIFICATIONS = "notifications"
 # kazoo_vm's own design doc in the MODBs (Kazoo's mailbox_messages views have no reduce).
 COUNTS = "kazoo_vm_counts"
-ALL_DESIGNS = (VMBOXES, MAILBOX_MESSAGES, ACCOUNTS, USERS, NOTIFICATIONS, COUNTS)
+# kazoo_vm's own design doc in the account database: devices and boxes by owner (what
+# Kazoo's ``attributes/owned`` gives kvm_mwi), for the MWI published beside Kazoo.
+OWNED = "kazoo_vm_owned"
+ALL_DESIGNS = (VMBOXES, MAILBOX_MESSAGES, ACCOUNTS, USERS, NOTIFICATIONS, COUNTS, OWNED)
 
 
 @dataclass(frozen=True)

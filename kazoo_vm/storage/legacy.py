@@ -75,6 +75,10 @@ class Legacy:
         # the TTL.
         self._none: TtlCache[str, bool] = TtlCache(cache_ttl)
 
+    def forget(self, account_id: str) -> None:
+        """Look for legacy items again next time (a box changed elsewhere)."""
+        self._none.forget(account_id)
+
     async def rows(self, account_id: str, from_gregorian: int, to_gregorian: int) -> list[dict[str, Any]]:
         """``vmboxes/legacy_msg_by_timestamp`` rows in the window (all boxes)."""
         if self._none.get(account_id):

@@ -71,6 +71,10 @@ class Store:
             return False
         return True
 
+    def forget_missing(self, db: str) -> None:
+        """Probe ``db`` again next time (another process wrote into it)."""
+        self._missing.forget(db)
+
     async def modb(self, account_id: str, year: int, month: int) -> str:
         """The MODB of a month, created (with its design document) if missing."""
         db = naming.modb(account_id, year, month)

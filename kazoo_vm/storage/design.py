@@ -23,9 +23,11 @@ MAILBOX_MESSAGES = "mailbox_messages"
 ACCOUNTS = "accounts"
 USERS = "users"
 NOTIFICATIONS = "notifications"
+WEBHOOKS = "webhooks"  # Kazoo's, in its ``webhooks`` database
+WEBHOOK_DELIVERIES = "webhook_deliveries"
 # kazoo_vm's own design doc in the MODBs (Kazoo's mailbox_messages views have no reduce).
 COUNTS = "kazoo_vm_counts"
-ALL_DESIGNS = (VMBOXES, MAILBOX_MESSAGES, ACCOUNTS, USERS, NOTIFICATIONS, COUNTS)
+ALL_DESIGNS = (VMBOXES, MAILBOX_MESSAGES, ACCOUNTS, USERS, NOTIFICATIONS, COUNTS, WEBHOOKS, WEBHOOK_DELIVERIES)
 
 
 @dataclass(frozen=True)

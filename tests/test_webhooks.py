@@ -9,18 +9,26 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Api, assert_error, login, make_account
+from aiohttp.test_utils import TestClient, TestServer
+from conftest import Api, Reply, assert_error, login, make_account
 from test_events import new_box, with_audio
 
-from kazoo_vm.config import Config
+from kazoo_vm.app import create_app, server_options
+from kazoo_vm.config import PROJECT_ROOT, Config
 from kazoo_vm.embedded_store import free_port
 from kazoo_vm.services import Services
 from kazoo_vm.storage import webhooks as webhook_storage
@@ -312,3 +320,184 @@ async def test_retries_only_after_transport_errors_and_disabling(api: Api, recei
     assert (await api.get(f"/webhooks/{unreachable['id']}")).data["disable_reason"] == "too many failed attempts"
     # 6 rounds of 3 attempts, 0.05 s apart, with backoff 0.2 s doubling in between
     assert time.monotonic() - started > 0.2 * (1 + 2 + 4 + 8 + 16)
+
+
+# -- at least once: an outage, a killed instance, two instances ----------------------------
+
+def _kazoo_order(hits: list[Hit]) -> dict[str, list[str]]:
+    """What each message or box was told, in arrival order (object actions and
+    notification names)."""
+    told: dict[str, list[str]] = {}
+    for hit in hits:
+        body = hit.payload
+        if "event_name" in body:
+            told.setdefault(body["voicemail_id"], []).append(body["event_name"])
+        else:
+            told.setdefault(body["id"], []).append(body["action"])
+    return told
+
+
+async def _message_life(api: Any, box_id: str) -> str:
+    """A message arrives, is saved, marked new again and deleted."""
+    message_id = await with_audio(api, box_id)
+    for folder in ("saved", "new"):
+        reply = await api.post(f"/vmboxes/{box_id}/messages/{message_id}", {"folder": folder})
+        assert reply.status == 200, reply.body
+    assert (await api.delete(f"/vmboxes/{box_id}/messages/{message_id}")).status == 200
+    return message_id
+
+
+LIFE = ["doc_created", "voicemail_new", "voicemail_saved", "doc_edited", "doc_edited", "doc_deleted",
+        "voicemail_deleted"]  # the order kazoo_vm publishes them
+
+
+async def test_receiver_down_for_a_minute_then_back_gets_every_event_in_order(
+        aiohttp_client: Any, config: Config, couch_url: str, account: dict[str, Any], receiver: Receiver) -> None:
+    """With Kazoo's pace between rounds (KAZOO_VM_WEBHOOK_BACKOFF 5 s, doubling), an
+    outage of OUTAGE seconds is not the six failures in a row that disable a hook."""
+    server = TestServer(create_app(replace(config, webhook_backoff=5.0), couch_url))
+    await server.start_server(**server_options(config))
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(server)
+    api = Api(client, account["_id"], await login(client, account["pvt_api_key"]))
+    hook = await new_hook(api, hook="all", uri=receiver.url(), format="json")
+    box_id = await new_box(api, "5600")
+    await receiver.wait_for(1)
+    await receiver.stop()
+    down = time.monotonic()
+    messages = [await _message_life(api, box_id) for _ in range(5)]
+    await asyncio.sleep(max(0.0, OUTAGE - (time.monotonic() - down)))
+    await receiver.start()
+    hits = await receiver.wait_for(1 + 5 * len(LIFE), timeout=120)
+    back = time.monotonic()
+    await asyncio.sleep(1.0)
+    told = _kazoo_order(receiver.hits)
+    assert {message_id: told.get(message_id) for message_id in messages} == {m: LIFE for m in messages}
+    assert len(receiver.hits) == len(hits) == 1 + 5 * len(LIFE)
+    assert (await api.get(f"/webhooks/{hook['id']}")).data["enabled"] is True
+    print(f"outage {OUTAGE:.0f} s: {len(hits)} events, all delivered {back - down - OUTAGE:.1f} s after the "
+          "receiver came back")
+
+
+@dataclass
+class Instance:
+    process: asyncio.subprocess.Process
+    base: str
+
+    async def api(self, session: aiohttp.ClientSession, account: dict[str, Any]) -> InstanceApi:
+        async with session.put(self.base + "/v2/api_auth",
+                               json={"data": {"api_key": account["pvt_api_key"]}}) as response:
+            assert response.status == 201, await response.text()
+            token = str((await response.json())["auth_token"])
+        return InstanceApi(session, self.base, account["_id"], token)
+
+
+@dataclass
+class InstanceApi:
+    """Api's calls, over HTTP to a ``serve`` process."""
+
+    session: aiohttp.ClientSession
+    base: str
+    account_id: str
+    token: str
+
+    async def call(self, method: str, path: str, *, data: Any = None, body: bytes | None = None,
+                   headers: dict[str, str] | None = None) -> Any:
+        url = f"{self.base}/v2/accounts/{self.account_id}{path}"
+        payload = body if body is not None else (None if data is None else json.dumps({"data": data}).encode())
+        all_headers = {"Content-Type": "application/json", "X-Auth-Token": self.token, **(headers or {})}
+        async with self.session.request(method, url, data=payload, headers=all_headers) as response:
+            return Reply(response.status, response.headers, await response.read())
+
+    async def put(self, path: str, data: Any = None) -> Any:
+        return await self.call("PUT", path, data=data)
+
+    async def post(self, path: str, data: Any = None) -> Any:
+        return await self.call("POST", path, data=data)
+
+    async def delete(self, path: str, data: Any = None) -> Any:
+        return await self.call("DELETE", path, data=data)
+
+
+@contextlib.asynccontextmanager
+async def serving(couch_url: str, workdir: Path) -> AsyncIterator[Instance]:
+    """``python -m kazoo_vm serve`` as an operator runs it, with short webhook pauses."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("KAZOO_VM_")}
+    env.update(KAZOO_VM_COUCH_URL=couch_url, KAZOO_VM_DATA_DIR=str(workdir), KAZOO_VM_MOVE_RECOVERY="false",
+               KAZOO_VM_WEBHOOK_RETRY_PAUSE="0.05", KAZOO_VM_WEBHOOK_BACKOFF="0.3", KAZOO_VM_WEBHOOK_POLL="0.3",
+               KAZOO_VM_WEBHOOK_LEASE="3", KAZOO_VM_WEBHOOK_CONNECT_TIMEOUT="1")
+    with (workdir / f"serve-{port}.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "kazoo_vm", "serve", "--port", str(port), cwd=PROJECT_ROOT, env=env,
+            stdout=log, stderr=subprocess.STDOUT)
+    instance = Instance(process, f"http://127.0.0.1:{port}")
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.returncode is None, "serve exited while starting"
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with session.get(instance.base + "/v2/schemas") as response:
+                        if response.status == 200:
+                            break
+                assert time.monotonic() < deadline, "serve not ready"
+                await asyncio.sleep(0.05)
+        yield instance
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def test_instance_killed_with_deliveries_pending_then_another_delivers_each(
+        couch_url: str, services: Services, receiver: Receiver, tmp_path: Path) -> None:
+    account = await make_account(services, name="Killed")
+    await receiver.stop()  # nothing can be delivered: every event stays pending
+    async with aiohttp.ClientSession() as session:
+        async with serving(couch_url, tmp_path) as first:
+            api = await first.api(session, account)
+            reply = await api.put("/webhooks", {"name": "All", "hook": "all", "uri": receiver.url()})
+            assert reply.status == 201, reply.body
+            box_reply = await api.put("/vmboxes", {"name": "Box", "mailbox": "5700"})
+            box_id = box_reply.data["id"]
+            messages = [await _message_life(api, box_id) for _ in range(3)]
+            pending = sum((await services.webhook_deliveries.hooks_pending()).values())
+            first.process.kill()  # SIGKILL, the deliveries still pending
+            assert await first.process.wait() == -signal.SIGKILL
+        await receiver.start()
+        async with serving(couch_url, tmp_path) as _second:
+            hits = await receiver.wait_for(1 + 3 * len(LIFE), timeout=30)
+            await asyncio.sleep(1.0)
+    told = _kazoo_order(receiver.hits)
+    assert pending == 1 + 3 * len(LIFE)
+    assert {message_id: told.get(message_id) for message_id in messages} == {m: LIFE for m in messages}
+    assert told[box_id] == ["doc_created"] and len(receiver.hits) == len(hits) == pending
+
+
+async def test_two_instances_deliver_each_event_once(couch_url: str, services: Services, receiver: Receiver,
+                                                     tmp_path: Path) -> None:
+    account = await make_account(services, name="Two")
+    async with aiohttp.ClientSession() as session, serving(couch_url, tmp_path) as one, \
+            serving(couch_url, tmp_path) as two:
+        apis = [await one.api(session, account), await two.api(session, account)]
+        for index, path in enumerate(("/a", "/b", "/c")):
+            reply = await apis[index % 2].put("/webhooks", {"name": path, "hook": "all", "uri": receiver.url(path)})
+            assert reply.status == 201, reply.body
+        box_id = (await apis[0].put("/vmboxes", {"name": "Box", "mailbox": "5800"})).data["id"]
+        messages = []
+        for index in range(12):  # the two instances take turns
+            messages.append(await _message_life(apis[index % 2], box_id))
+        expected = 3 * (1 + len(messages) * len(LIFE))
+        await receiver.wait_for(expected, timeout=60)
+        await asyncio.sleep(2.0)  # would a second copy come?
+    keys = Counter((hit.path, hit.payload.get("msg_id") or (hit.payload["id"], hit.payload["action"], index))
+                   for index, hit in enumerate(receiver.hits) if "event_name" in hit.payload)
+    assert len(receiver.hits) == expected
+    assert max(keys.values()) == 1
+    for path in ("/a", "/b", "/c"):
+        told = _kazoo_order(receiver.at(path))
+        assert {message_id: told.get(message_id) for message_id in messages} == {m: LIFE for m in messages}

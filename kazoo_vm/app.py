@@ -20,6 +20,8 @@ from .services import Services
 from .storage.errors import StorageError
 from .storage.moves import STALE_AFTER
 from .validation import SchemaStore
+from .webhooks.listener import Recorder, webhooks_middleware
+from .webhooks.sender import Sender
 
 log = logging.getLogger(__name__)
 # Room for multipart framing around the largest accepted payload.
@@ -41,7 +43,7 @@ def create_app(config: Config, couch_url: str) -> web.Application:
     """The API over the CouchDB server at ``couch_url`` (started by the caller)."""
     app = web.Application(
         # envelope first: it must wrap everything, auth included.
-        middlewares=[envelope_middleware, auth_middleware],
+        middlewares=[envelope_middleware, auth_middleware, webhooks_middleware],
         client_max_size=config.max_upload_size + MULTIPART_OVERHEAD,
     )
     app[appkeys.CONFIG] = config
@@ -71,10 +73,17 @@ def create_app(config: Config, couch_url: str) -> web.Application:
             publisher = Publisher(config.amqp_url, services, retention_seconds=config.retention_seconds)
             publisher.start()
             app[appkeys.AMQP] = publisher
+        hooks: list[asyncio.Task[None]] = []
+        if config.webhooks:
+            recorder = Recorder(services)
+            app[appkeys.WEBHOOKS] = recorder
+            services.events.subscribe(recorder.hear)
+            hooks = [asyncio.create_task(recorder.run(), name="webhook-recorder"),
+                     asyncio.create_task(Sender(config, services, recorder.recorded).run(), name="webhooks")]
         yield
         if publisher is not None:
             await publisher.close()
-        for task in (recovery, worker):
+        for task in (recovery, worker, *hooks):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .services import Services
     from .validation import SchemaStore
+    from .webhooks.listener import Recorder
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 SERVICES: web.AppKey[Services] = web.AppKey("services")
@@ -20,6 +21,7 @@ SCHEMAS: web.AppKey[SchemaStore] = web.AppKey("schemas")
 ISSUER: web.AppKey[TokenIssuer] = web.AppKey("issuer")
 # Set only with KAZOO_VM_AMQP_URL.
 AMQP: web.AppKey[Publisher] = web.AppKey("amqp")
+WEBHOOKS: web.AppKey[Recorder] = web.AppKey("webhooks")
 # Handlers that answer without a token (the auth endpoints, schemas).
 PUBLIC_HANDLERS: web.AppKey[set[Callable[[web.Request], Awaitable[web.StreamResponse]]]] = web.AppKey(
     "public_handlers"

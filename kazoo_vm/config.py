@@ -61,6 +61,13 @@ class Config:
     send_timeout: float = 60.0
     move_recovery: bool = True
     amqp_url: str | None = None
+    webhooks: bool = True
+    webhook_connect_timeout: float = 10.0
+    webhook_request_timeout: float = 10.0
+    webhook_retry_pause: float = 2.0
+    webhook_backoff: float = 5.0
+    webhook_poll: float = 2.0
+    webhook_lease: float = 60.0
 
     @property
     def retention_seconds(self) -> int:
@@ -92,4 +99,11 @@ class Config:
             send_timeout=_float(env, "KAZOO_VM_SEND_TIMEOUT", 60.0),
             move_recovery=(env.get("KAZOO_VM_MOVE_RECOVERY") or "true").lower() not in ("0", "false", "no"),
             amqp_url=env.get("KAZOO_VM_AMQP_URL") or None,
+            webhooks=(env.get("KAZOO_VM_WEBHOOKS") or "true").lower() not in ("0", "false", "no"),
+            webhook_connect_timeout=_float(env, "KAZOO_VM_WEBHOOK_CONNECT_TIMEOUT", 10.0),
+            webhook_request_timeout=_float(env, "KAZOO_VM_WEBHOOK_REQUEST_TIMEOUT", 10.0),
+            webhook_retry_pause=_float(env, "KAZOO_VM_WEBHOOK_RETRY_PAUSE", 2.0),
+            webhook_backoff=_float(env, "KAZOO_VM_WEBHOOK_BACKOFF", 5.0),
+            webhook_poll=_float(env, "KAZOO_VM_WEBHOOK_POLL", 2.0),
+            webhook_lease=_float(env, "KAZOO_VM_WEBHOOK_LEASE", 60.0),
         )

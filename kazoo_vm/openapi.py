@@ -56,6 +56,8 @@ _ACC = "/v2/accounts/{account_id}"
 _VM = _ACC + "/vmboxes"
 _BOX = _VM + "/{vmbox_id}"
 _MSG = _BOX + "/messages/{message_id}"
+_HOOKS = _ACC + "/webhooks"
+_HOOK = _HOOKS + "/{webhook_id}"
 _GONE = Op("Kazoo's 404 `not_found`: kazoo_vm has no such resource", "@none")
 OPERATIONS: dict[tuple[str, str], Op] = {
     ("PUT", "/v2/api_auth"): Op("A token for an account API key", "auth", 201, "api_key", errors="400 401 415 503"),
@@ -107,6 +109,15 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", _MSG + "/raw"): Op("Download the audio of a message", "@audio", query="saved range", errors="409"),
     ("PUT", _MSG + "/raw"): Op("Upload or replace the audio of a message", "message", 201, "audio",
                                errors="400 409 415"),
+    ("GET", "/v2/webhooks"): Op("The hook types kazoo_vm fires, with their modifiers", "webhook_type_list"),
+    ("GET", _HOOKS): Op("List the account's webhooks", "webhook_list", query="paging", errors="400 415"),
+    ("PUT", _HOOKS): Op("Create a webhook", "webhook", 201, "webhook", errors="400 409 415"),
+    ("PATCH", _HOOKS): Op("Re-enable the account's auto-disabled webhooks", "webhooks_updated", body="reenable",
+                          errors="400 415"),
+    ("GET", _HOOK): Op("Fetch a webhook", "webhook"),
+    ("POST", _HOOK): Op("Replace a webhook's fields", "webhook", body="webhook", errors="400 409 415"),
+    ("PATCH", _HOOK): Op("Merge fields into a webhook", "webhook", body="webhook_patch", errors="400 409 415"),
+    ("DELETE", _HOOK): Op("Delete a webhook (soft)", "webhook_deleted", errors="409"),
     ("GET", "/v2/schemas"): Op("The names of the JSON Schemas", "schema_names"),
     ("GET", "/v2/schemas/{name}"): Op("A JSON Schema file, byte for byte", "@json"),
     ("POST", "/v2/schemas/{name}/validation"): Op("Validate a document as a write would", "document",
@@ -186,6 +197,17 @@ EXTRA_SCHEMAS: dict[str, Json] = {
                            additionalProperties=False),
     "message_change": {"anyOf": [_ref("message"), _ref("bulk_result")]},
     "schema_names": _IDS,
+    "webhook": _all_of("webhooks", {"required": ["id"], "properties": {
+        "id": _string(minLength=1), "disable_reason": _string(description="Why the hook was auto-disabled")}}),
+    "webhook_deleted": _all_of("webhook", {"required": ["_read_only"], "properties": {
+        "_read_only": _object({"deleted": {"type": "boolean", "enum": [True]}}, ["deleted"])}}),
+    "webhook_list": {"type": "array", "items": _object({
+        "id": _string(), "hook": _string(), "name": _string(), "uri": _string(), "group": _string(),
+        "enabled": _BOOLEAN, "disable_reason": _string()}, ["id", "enabled"])},
+    "webhook_type_list": {"type": "array", "items": _object({
+        "id": _string(), "name": _string(), "description": _string(), "modifiers": {"type": "object"}},
+        ["id", "name", "description"])},
+    "webhooks_updated": _string(enum=["hooks updated"]),
     "document": {"type": "object"},
     # Accounts and users come back as stored (Kazoo's documents keep keys the schemas
     # do not judge), with what crossbar adds.
@@ -248,6 +270,9 @@ BODIES: dict[str, tuple[bool, Json]] = {
     "account": (True, _json(_ref("accounts"))),
     "user": (True, _json(_ref("users"))),
     "user_patch": (True, _json(_ref("user_patch"))),
+    "webhook": (True, _json(_ref("webhooks"))),
+    "webhook_patch": (True, _json(_ref("webhook_patch"))),
+    "reenable": (True, _json(_object({"re-enable": _BOOLEAN}, ["re-enable"]))),
 }
 
 
@@ -405,9 +430,9 @@ def _success(method: str, path: str, op: Op) -> Json:
     schema = {"allOf": [_ref("paged_envelope" if paged else "success_envelope"),
                         {"type": "object", "properties": {"data": _ref(op.data)}}]}
     headers = dict(request_id)
-    if op.status == 201 and op.data in ("vmbox", "message") and "/raw" not in path:
+    if op.status == 201 and op.data in ("vmbox", "message", "webhook") and "/raw" not in path:
         headers["Location"] = _header("The path of the new resource", required=True)
-    if method == "GET" and op.data == "vmbox":
+    if method == "GET" and op.data in ("vmbox", "webhook"):
         headers["ETag"] = _header("`\"<revision>\"`", required=True)
     return {str(op.status): {"description": STATUS_TEXT[op.status], "headers": headers,
                              "content": {"application/json": {"schema": schema}}}}
@@ -419,6 +444,8 @@ def _statuses(path: str, op: Op, public: bool) -> list[int]:
         implied |= {403, 404}
     if "{vmbox_id}" in path or "{message_id}" in path:
         implied |= {404, 405}
+    if "{webhook_id}" in path:
+        implied.add(404)
     if "{name}" in path or op.data == "@none":
         implied.add(404)
     return sorted(implied | {int(code) for code in op.errors.split()})
@@ -426,7 +453,7 @@ def _statuses(path: str, op: Op, public: bool) -> list[int]:
 
 def _tag(path: str) -> str:
     if path.startswith("/v2/accounts/"):
-        return "messages" if "/messages" in path else "vmboxes"
+        return "messages" if "/messages" in path else "webhooks" if "/webhooks" in path else "vmboxes"
     return "auth" if path.endswith("_auth") else path.split("/")[2].removesuffix(".json")
 
 
@@ -483,7 +510,7 @@ def build(app: web.Application) -> Json:
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, handler, op, handler in public,
                                                                 uses[handler] > 1)
     schemas: Json = {name: convert(schema) for name, schema in sorted(store.schemas.items())}
-    for name, patched in (("vmboxes", "vmbox_patch"), ("users", "user_patch")):
+    for name, patched in (("vmboxes", "vmbox_patch"), ("users", "user_patch"), ("webhooks", "webhook_patch")):
         if name in schemas:
             schemas[patched] = {**schemas[name], "description": "Fields merged over the stored document; "
                                                                 "`null` removes a key"}

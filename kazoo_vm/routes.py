@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from . import appkeys
-from .handlers import accounts, auth, messages, messages_zip, openapi, schemas, vmboxes
+from .handlers import accounts, auth, messages, messages_zip, openapi, schemas, vmboxes, webhooks
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -19,6 +19,8 @@ ACCOUNT_MESSAGES = VMBOXES + "/messages"
 BOX_MESSAGES = VMBOX + "/messages"
 # `raw` after /messages is the ZIP download, never a message id.
 MESSAGE = BOX_MESSAGES + "/{message_id:(?!raw/?$)[^/]+}"
+WEBHOOKS = ACCOUNT + "/webhooks"
+WEBHOOK = WEBHOOKS + "/{webhook_id}"
 
 
 def setup_routes(app: web.Application) -> None:
@@ -53,6 +55,15 @@ def setup_routes(app: web.Application) -> None:
     _add("DELETE", MESSAGE, messages.delete_message)
     _add("GET", MESSAGE + "/raw", messages.get_audio)
     _add("PUT", MESSAGE + "/raw", messages.put_audio)
+
+    _add("GET", "/v2/webhooks", webhooks.list_available, is_public=True)
+    _add("GET", WEBHOOKS, webhooks.list_webhooks)
+    _add("PUT", WEBHOOKS, webhooks.create_webhook)
+    _add("PATCH", WEBHOOKS, webhooks.reenable_webhooks)
+    _add("GET", WEBHOOK, webhooks.get_webhook)
+    _add("POST", WEBHOOK, webhooks.update_webhook)
+    _add("PATCH", WEBHOOK, webhooks.patch_webhook)
+    _add("DELETE", WEBHOOK, webhooks.delete_webhook)
 
     _add("GET", "/v2/schemas", schemas.list_schemas, is_public=True)
     _add("GET", "/v2/schemas/{name}", schemas.get_schema, is_public=True)

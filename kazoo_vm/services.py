@@ -17,6 +17,7 @@ from .storage.notifications import Notifications
 from .storage.replication import Replication
 from .storage.store import Store
 from .storage.vmboxes import Vmboxes
+from .storage.webhooks import WebhookDeliveries, Webhooks
 
 
 @dataclass
@@ -30,6 +31,8 @@ class Services:
     legacy: Legacy
     notifications: Notifications
     replication: Replication
+    webhooks: Webhooks
+    webhook_deliveries: WebhookDeliveries
     events: Events = field(default_factory=Events)
 
     def __post_init__(self) -> None:
@@ -58,7 +61,8 @@ class Services:
                    legacy=Legacy(store, messages, cache_ttl=cache_ttl), notifications=Notifications(store),
                    # CouchDB's replicator runs on the nodes: any one node's URL names this
                    # cluster for it (KAZOO_VM_COUCH_URL may list several)
-                   replication=Replication(store, store.couch.endpoint.with_credentials()))
+                   replication=Replication(store, store.couch.endpoint.with_credentials()),
+                   webhooks=Webhooks(store, cache_ttl=cache_ttl), webhook_deliveries=WebhookDeliveries(store))
 
     async def close(self) -> None:
         await self.store.close()

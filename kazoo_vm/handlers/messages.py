@@ -15,7 +15,7 @@ from ..documents import as_dict, gregorian_now, stamp
 from ..errors import BadIdentifier, DatastoreConflict, ValidationError, from_storage, validation_error
 from ..events import CROSSBAR_ACTION, BoxesChanged, NoticeName, VoicemailNotice
 from ..listing import listing_params, page_envelope
-from ..notify.worker import schedule_if_wanted
+from ..notify.worker import notify_of, schedule_if_wanted
 from ..payload import Payload, UploadedFile, read_upload
 from ..sending import send_body
 from ..start_key import StartKey
@@ -308,7 +308,7 @@ async def create_message(request: web.Request) -> web.Response:
         doc = await _made_before(request, account_id, box_id, doc["_id"])
     else:
         if audio is not None:
-            _notice(request, "voicemail_new", account_id, box, doc)
+            _new_voicemail(request, account_id, box, doc)
     if audio is not None:  # crossbar sends no MWI for a message without audio
         _mwi(request, account_id, box_id)
     return envelope.success(request, box_message.metadata_of(doc), status=201, revision=doc.get("_rev"),
@@ -444,7 +444,7 @@ async def put_audio(request: web.Request) -> web.Response:
         raise DatastoreConflict() from None
     if not had_audio:
         box = box or await _box(request, account_id, box_id, deleted_ok=True)
-        _notice(request, "voicemail_new", account_id, box, doc)
+        _new_voicemail(request, account_id, box, doc)
     _mwi(request, account_id, box_id)
     return envelope.success(request, box_message.metadata_of(doc), status=201)
 
@@ -768,6 +768,14 @@ def _mwi(request: web.Request, account_id: str, *box_ids: str) -> None:
     boxes = tuple(dict.fromkeys(str(box_id) for box_id in box_ids if box_id))
     if boxes:
         services(request).events.publish(BoxesChanged(account_id, boxes))
+
+
+def _new_voicemail(request: web.Request, account_id: str, box: dict[str, Any], doc: dict[str, Any]) -> None:
+    """``voicemail_new``; and ``voicemail_saved`` at once when no email is due (kvm's
+    after-notify action is then ``nothing``; otherwise voicemail-to-email decides)."""
+    _notice(request, "voicemail_new", account_id, box, doc)
+    if notify_of(doc).get("status") != "pending":
+        _notice(request, "voicemail_saved", account_id, box, doc)
 
 
 def _notice(request: web.Request, name: NoticeName, account_id: str, box: dict[str, Any],

@@ -21,6 +21,7 @@ import aiosmtplib
 from .. import box_message
 from ..config import Config
 from ..documents import as_dict, gregorian_now
+from ..events import VoicemailNotice
 from ..services import Services
 from ..storage import naming
 from ..storage.errors import Conflict, NotFound, StorageError
@@ -233,6 +234,16 @@ class Notifier:
     async def _finish(self, pointer: dict[str, Any], db: str, doc: dict[str, Any], change: dict[str, Any]) -> None:
         await self._update(db, doc, change)
         await self._services.notifications.done(pointer)
+        if "folder" not in change:  # kvm's after-notify action ``nothing``: the message stays new
+            await self._saved(pointer["account_id"], doc)
+
+    async def _saved(self, account_id: str, doc: dict[str, Any]) -> None:
+        """``voicemail_saved``, as kvm_message publishes it after the notification step."""
+        try:
+            box = await self._services.vmboxes.fetch(account_id, str(doc.get("source_id")), deleted_ok=True)
+        except NotFound:
+            box = {"_id": doc.get("source_id")}
+        self._services.events.publish(VoicemailNotice("voicemail_saved", account_id, box, doc))
 
     async def _update(self, db: str, doc: dict[str, Any], change: dict[str, Any]) -> None:
         """Write the delivery outcome (re-reading the message when a client changed it

@@ -23,12 +23,14 @@ MAILBOX_MESSAGES = "mailbox_messages"
 ACCOUNTS = "accounts"
 USERS = "users"
 NOTIFICATIONS = "notifications"
+WEBHOOKS = "webhooks"  # Kazoo's, in its ``webhooks`` database
+WEBHOOK_DELIVERIES = "webhook_deliveries"
 # kazoo_vm's own design doc in the MODBs (Kazoo's mailbox_messages views have no reduce).
 COUNTS = "kazoo_vm_counts"
 # kazoo_vm's own design doc in the account database: devices and boxes by owner (what
 # Kazoo's ``attributes/owned`` gives kvm_mwi), for the MWI published beside Kazoo.
 OWNED = "kazoo_vm_owned"
-ALL_DESIGNS = (VMBOXES, MAILBOX_MESSAGES, ACCOUNTS, USERS, NOTIFICATIONS, COUNTS, OWNED)
+ALL_DESIGNS = (VMBOXES, MAILBOX_MESSAGES, ACCOUNTS, USERS, NOTIFICATIONS, COUNTS, OWNED, WEBHOOKS, WEBHOOK_DELIVERIES)
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,8 @@ import time
 from typing import Any
 
 from . import design, naming
-from .couch import Couch
 from .errors import Conflict, NotFound
-from .store import Store
+from .store import OwnDatabase
 
 DB = "kazoo_vm_notifications"
 DESIGN = design.NOTIFICATIONS
@@ -28,18 +27,8 @@ def pointer_id(account_id: str, message_id: str) -> str:
     return f"{account_id}-{message_id}"
 
 
-class Notifications:
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._couch: Couch = store.couch
-        self._ready = False
-
-    async def _setup(self) -> None:
-        if not self._ready:
-            if not await self._couch.db_exists(DB):
-                await self._couch.create_db(DB)
-            await self._store.designs.ensure(DB, DESIGN)
-            self._ready = True
+class Notifications(OwnDatabase):
+    DB, DESIGN = DB, DESIGN
 
     async def schedule(self, account_id: str, message_id: str, due: float | None = None) -> None:
         """Record that ``message_id`` has a notification due (idempotent)."""

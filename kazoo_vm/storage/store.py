@@ -90,3 +90,23 @@ class Store:
                 for hook in self.modb_created:
                     await hook(account_id, db)
         return db
+
+
+class OwnDatabase:
+    """A resource kept in one global database of its own (``DB``, with the design
+    document ``DESIGN``), which is created on first use."""
+
+    DB = ""
+    DESIGN = ""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._couch: Couch = store.couch
+        self._ready = False
+
+    async def _setup(self) -> None:
+        if not self._ready:
+            if not await self._couch.db_exists(self.DB):
+                await self._couch.create_db(self.DB)
+            await self._store.designs.ensure(self.DB, self.DESIGN)
+            self._ready = True

@@ -411,17 +411,29 @@ class Couch:
             return False
         return True
 
-    async def create_db(self, db: str) -> bool:
+    async def create_db(self, db: str, *, shards: int | None = None) -> bool:
         """Create ``db``; returns False when it existed already.
 
         Concurrent creates of one name are answered 412 but the first, except that Apache
         CouchDB under load has answered 500 to some of them (17 of 25 first messages of a
         new month at once, once in the test suite's runs): a 500 counts as "existed"
-        when the database is there within about a second."""
+        when the database is there within about a second. A node that drops the
+        connection before answering may or may not have created it: the create is sent
+        to the next node, and when that one finds the database, it counts as created
+        here (so that the hooks of a new database run; they are idempotent).
+        ``shards``: CouchDB's ``q`` for the new database (ignored by pouchdb-server)."""
+        params: dict[str, QueryValue] = {"q": shards} if shards else {}
         try:
-            await self.request("PUT", f"/{quote_db(db)}")
+            await self.request("PUT", f"/{quote_db(db)}", params=params)
         except Conflict:  # 412 file_exists
             return False
+        except Unavailable:
+            if await self.db_exists(db):
+                return True
+            try:
+                await self.request("PUT", f"/{quote_db(db)}", params=params)
+            except Conflict:
+                return True
         except StoreFault:
             for pause in CREATE_RACE_PAUSES:
                 if await self.db_exists(db):

@@ -98,6 +98,7 @@ class OwnDatabase:
 
     DB = ""
     DESIGN = ""
+    SHARDS: int | None = None  # CouchDB's q for the database; None: the cluster's default
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -107,6 +108,6 @@ class OwnDatabase:
     async def _setup(self) -> None:
         if not self._ready:
             if not await self._couch.db_exists(self.DB):
-                await self._couch.create_db(self.DB)
+                await self._couch.create_db(self.DB, shards=self.SHARDS)
             await self._store.designs.ensure(self.DB, self.DESIGN)
             self._ready = True

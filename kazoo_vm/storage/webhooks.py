@@ -103,7 +103,12 @@ class Webhooks(OwnDatabase):
 
 
 class WebhookDeliveries(OwnDatabase):
-    DB, DESIGN = DELIVERIES_DB, design.WEBHOOK_DELIVERIES
+    """Pending deliveries. One shard range (``q=1``): a copy that lags behind (a node
+    back from an outage) catches up in the order of writes, so a view read from it may
+    miss the newest deliveries of a hook but never shows one without those before it,
+    and a hook's events go out in order."""
+
+    DB, DESIGN, SHARDS = DELIVERIES_DB, design.WEBHOOK_DELIVERIES, 1
 
     async def add(self, deliveries: list[dict[str, Any]]) -> None:
         """Record pending deliveries (one request); raises when any was not written."""

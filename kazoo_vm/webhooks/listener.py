@@ -33,7 +33,8 @@ from ..storage.errors import NotFound, StorageError
 from . import hooks
 
 log = logging.getLogger(__name__)
-_REQUEST_EVENTS: ContextVar[list[Event] | None] = ContextVar("webhook_request_events", default=None)
+Stamped = tuple[str, Event]  # an event and its place in the order of deliveries
+_REQUEST_EVENTS: ContextVar[list[Stamped] | None] = ContextVar("webhook_request_events", default=None)
 RECORD_TRIES = 3
 
 
@@ -42,30 +43,38 @@ class Recorder:
         self._services = services
         self._instance = uuid.uuid4().hex[:8]
         self._sequence = itertools.count()
-        self._later: list[Event] = []
+        self._later: list[Stamped] = []
         self._later_added = asyncio.Event()
         self.recorded = asyncio.Event()  # set whenever deliveries were written (the sender wakes)
 
     def hear(self, event: Event) -> None:
-        """The events listener: keep what a hook may want, nothing else."""
+        """The events listener: keep what a hook may want, nothing else. Each event is
+        given its place in the order when it is heard, so that deliveries recorded late
+        (a store outage) or again (a retry after a partial write, which then finds the
+        ones written already) keep the order of the events."""
         if isinstance(event, DocChanged):
             if event.doc_type not in hooks.OBJECT_TYPES:
                 return
             pending = _REQUEST_EVENTS.get()
             if pending is not None:  # writes outside requests fire no object hook
-                pending.append(event)
+                pending.append((self._stamp(), event))
         elif isinstance(event, VoicemailNotice):
             pending = _REQUEST_EVENTS.get()
             if pending is not None:
-                pending.append(event)
+                pending.append((self._stamp(), event))
             else:
-                self._later.append(event)
+                self._later.append((self._stamp(), event))
                 self._later_added.set()
+
+    def _stamp(self) -> str:
+        # Ordered by time, then by this process's sequence (events of one request keep
+        # their order).
+        return f"{time.time_ns():020d}-{self._instance}-{next(self._sequence):010d}"
 
     @contextlib.asynccontextmanager
     async def collecting(self) -> AsyncIterator[None]:
         """Keep the events published inside; record their deliveries on the way out."""
-        events: list[Event] = []
+        events: list[Stamped] = []
         token = _REQUEST_EVENTS.set(events)
         try:
             yield
@@ -74,7 +83,7 @@ class Recorder:
             if events:
                 await self._record_or_defer(events)
 
-    async def _record_or_defer(self, events: list[Event]) -> None:
+    async def _record_or_defer(self, events: list[Stamped]) -> None:
         for attempt in range(RECORD_TRIES):
             try:
                 await self.record(events)
@@ -101,10 +110,10 @@ class Recorder:
                 await asyncio.sleep(1.0)
                 self._later_added.set()
 
-    async def record(self, events: list[Event]) -> int:
+    async def record(self, events: list[Stamped]) -> int:
         """Write the deliveries these events cause; returns how many."""
         deliveries: list[dict[str, Any]] = []
-        for event in events:
+        for order, event in events:
             if isinstance(event, DocChanged):
                 body = hooks.object_body(event)
                 hook_event = hooks.OBJECT
@@ -123,7 +132,7 @@ class Recorder:
                     continue
                 if hook_event == hooks.NOTIFICATIONS and not hooks.wants_notification(hook, body["event_name"]):
                     continue
-                deliveries.append(self._delivery(hook, hook_event, body))
+                deliveries.append(_delivery(hook, hook_event, body, order))
         await self._services.webhook_deliveries.add(deliveries)
         if deliveries:
             self.recorded.set()
@@ -140,13 +149,14 @@ class Recorder:
             if isinstance(tree, list) else []
         return await self._services.webhooks.of_accounts([account_id, *ancestors])
 
-    def _delivery(self, hook: dict[str, Any], hook_event: str, body: dict[str, Any]) -> dict[str, Any]:
-        # Ordered by time, then by this process's sequence (events of one request keep
-        # their order); the id repeats the hook so one range read gives a hook's queue.
-        order = f"{time.time_ns():020d}-{self._instance}-{next(self._sequence):010d}"
-        return {"_id": f"{hook['_id']}-{order}", "pvt_type": "webhook_delivery", "hook_id": hook["_id"],
-                "account_id": hook.get("pvt_account_id"), "hook_event": hook_event, "order": order,
-                "body": body, "created": time.time()}
+
+
+def _delivery(hook: dict[str, Any], hook_event: str, body: dict[str, Any], order: str) -> dict[str, Any]:
+    # The id repeats the hook so one range read gives a hook's queue; it is the same
+    # each time one event is recorded, so a second write of it is a conflict, not a copy.
+    return {"_id": f"{hook['_id']}-{order}", "pvt_type": "webhook_delivery", "hook_id": hook["_id"],
+            "account_id": hook.get("pvt_account_id"), "hook_event": hook_event, "order": order,
+            "body": body, "created": time.time()}
 
 
 @web.middleware

@@ -31,6 +31,32 @@ from kazoo_vm.services import Services
 from kazoo_vm.storage import naming
 from kazoo_vm.storage.couch import quote_db
 
+NODE_LOSS_LOCK = "node-loss.lock"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "node_loss: the test kills CouchDB nodes; it runs alone")
+
+
+@pytest.fixture(autouse=True)
+def node_loss_apart(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that kills nodes of the cluster ``scripts/couch-cluster`` started runs
+    while no other test runs (the xdist workers share the cluster): the others hold the
+    lock shared, it holds it alone. A dying node is what that test is about, not what
+    the others measure (a raw CouchDB baseline in ``bench`` has no failover)."""
+    cluster_dir = Path(os.environ.get("KAZOO_VM_CLUSTER_DIR") or Path(__file__).resolve().parent.parent
+                       / ".couch-cluster")
+    if not os.environ.get("KAZOO_VM_COUCH_CLUSTER") or not cluster_dir.is_dir():
+        yield
+        return
+    alone = request.node.get_closest_marker("node_loss") is not None
+    with open(cluster_dir / NODE_LOSS_LOCK, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
 
 @pytest.fixture(scope="session")
 def couch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
@@ -51,7 +77,10 @@ def couch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def config(couch_url: str) -> Config:
     # No move recovery in the in-process apps: each test's app would otherwise settle the
     # half-done moves other tests leave on purpose (tests/test_crash.py runs it for real).
-    return replace(Config(), couch_url=couch_url, jwt_secret=None, move_recovery=False)
+    # No webhooks either: every instance serves every hook of its store, so an app of
+    # another test (on a store the xdist workers share) would take the leases of
+    # tests/test_webhooks.py's hooks and send them with the default, slow, pauses.
+    return replace(Config(), couch_url=couch_url, jwt_secret=None, move_recovery=False, webhooks=False)
 
 
 @pytest.fixture
@@ -243,11 +272,9 @@ class LoopbackSmtp:
 
 
 @contextlib.contextmanager
-def smtp_tests_lock() -> Iterator[None]:
-    """One test with a voicemail-to-email worker at a time on this machine: a worker
-    sends the due emails of every account of its store, so two such tests on one CouchDB
-    (the xdist workers share ``KAZOO_VM_COUCH_URL``) would send each other's emails."""
-    with (Path(tempfile.gettempdir()) / "kazoo_vm-smtp-tests.lock").open("a") as handle:
+def machine_lock(name: str) -> Iterator[None]:
+    """Held by one test at a time on this machine (across the xdist workers)."""
+    with (Path(tempfile.gettempdir()) / name).open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -255,5 +282,14 @@ def smtp_tests_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-__all__ = ["Api", "Reply", "assert_error", "build_multipart", "LoopbackSmtp", "make_account", "login",
+@contextlib.contextmanager
+def smtp_tests_lock() -> Iterator[None]:
+    """One test with a voicemail-to-email worker at a time on this machine: a worker
+    sends the due emails of every account of its store, so two such tests on one CouchDB
+    (the xdist workers share ``KAZOO_VM_COUCH_URL``) would send each other's emails."""
+    with machine_lock("kazoo_vm-smtp-tests.lock"):
+        yield
+
+
+__all__ = ["Api", "Reply", "assert_error", "build_multipart", "LoopbackSmtp", "machine_lock", "make_account", "login",
            "smtp_tests_lock", "stored_doc", "quote_db", "with_audio"]

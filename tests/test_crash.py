@@ -197,7 +197,9 @@ class Zygote:
 
 
 def _clean_env() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if not key.startswith("KAZOO_VM_")}
+    # no webhook sender: see the ``config`` fixture in conftest.py
+    return {**{key: value for key, value in os.environ.items() if not key.startswith("KAZOO_VM_")},
+            "KAZOO_VM_WEBHOOKS": "false"}
 
 
 def killed_by_sigkill(status: int) -> bool:

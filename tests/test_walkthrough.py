@@ -38,7 +38,9 @@ def served(couch_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     folder = tmp_path_factory.mktemp("walkthrough")
     env = {key: value for key, value in os.environ.items() if not key.startswith("KAZOO_VM_")}
     # No move recovery: it would settle the half-done moves other tests leave on purpose.
-    env.update(KAZOO_VM_COUCH_URL=couch_url, KAZOO_VM_DATA_DIR=str(folder), KAZOO_VM_MOVE_RECOVERY="false")
+    # No webhook sender either (see the ``config`` fixture in conftest.py).
+    env.update(KAZOO_VM_COUCH_URL=couch_url, KAZOO_VM_DATA_DIR=str(folder), KAZOO_VM_MOVE_RECOVERY="false",
+               KAZOO_VM_WEBHOOKS="false")
     url = f"http://127.0.0.1:{free_port()}"
     log = (folder / "serve.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "kazoo_vm", "serve", "--port", url.rsplit(":", 1)[1]],

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from conftest import Api, Reply, assert_error, login, make_account
+from conftest import Api, Reply, assert_error, login, machine_lock, make_account
 from test_events import new_box, with_audio
 
 from kazoo_vm.app import create_app, server_options
@@ -34,6 +34,18 @@ from kazoo_vm.services import Services
 from kazoo_vm.storage import webhooks as webhook_storage
 
 OUTAGE = float(os.environ.get("KAZOO_VM_WEBHOOK_OUTAGE", "60"))  # seconds the receiver is down
+
+
+@pytest.fixture(autouse=True)
+def one_webhooks_test_at_a_time() -> Iterator[None]:
+    """Every instance serves every hook of its store: on a store the xdist workers share
+    (``KAZOO_VM_COUCH_URL``), the apps of two tests would send each other's deliveries,
+    and one shutting down in the middle of a send would send it twice."""
+    if not os.environ.get("KAZOO_VM_COUCH_URL"):
+        yield
+        return
+    with machine_lock("kazoo_vm-webhooks-tests.lock"):
+        yield
 
 
 @pytest.fixture
@@ -465,7 +477,7 @@ async def test_instance_killed_with_deliveries_pending_then_another_delivers_eac
             box_reply = await api.put("/vmboxes", {"name": "Box", "mailbox": "5700"})
             box_id = box_reply.data["id"]
             messages = [await _message_life(api, box_id) for _ in range(3)]
-            pending = sum((await services.webhook_deliveries.hooks_pending()).values())
+            pending = (await services.webhook_deliveries.hooks_pending()).get(reply.data["id"], 0)
             first.process.kill()  # SIGKILL, the deliveries still pending
             assert await first.process.wait() == -signal.SIGKILL
         await receiver.start()

@@ -34,10 +34,6 @@ def as_int(value: Any) -> int | None:
 PRIVATE_PREFIXES = ("_", "pvt_")
 
 
-def is_private(key: str) -> bool:
-    return key.startswith(PRIVATE_PREFIXES)
-
-
 def public_fields(doc: dict[str, Any]) -> dict[str, Any]:
     """The keys a client may see and set (no ``_*``, no ``pvt_*``)."""
     return {key: value for key, value in doc.items() if not key.startswith(PRIVATE_PREFIXES)}

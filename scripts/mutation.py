@@ -29,14 +29,13 @@ ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("kazoo_vm", "tests", "schemas", "couch_views", "pyproject.toml")
 
 # The test files that reach each module (what a change to the module should be checked by).
-LISTINGS = ["tests/test_vmboxes.py", "tests/test_messages.py"]
 TESTS = {
     "kazoo_vm/start_key.py": ["tests/test_start_key.py"],
-    "kazoo_vm/filters.py": ["tests/test_filters.py", *LISTINGS],
-    "kazoo_vm/box_message.py": ["tests/test_message_rules.py", "tests/test_messages.py", "tests/test_notify.py",
-                                "tests/test_legacy.py"],
-    "kazoo_vm/documents.py": [*LISTINGS, "tests/test_accounts_api.py"],
-    "kazoo_vm/storage/naming.py": ["tests/test_message_rules.py", *LISTINGS, "tests/test_accounts_api.py"],
+    "kazoo_vm/filters.py": ["tests/test_filters.py", "tests/test_vmboxes.py", "tests/test_messages.py"],
+    "kazoo_vm/box_message.py": ["tests/test_message_rules.py", "tests/test_messages.py", "tests/test_notify.py"],
+    "kazoo_vm/documents.py": ["tests/test_vmboxes.py", "tests/test_accounts_api.py"],
+    "kazoo_vm/storage/naming.py": ["tests/test_message_rules.py", "tests/test_messages.py",
+                                   "tests/test_accounts_api.py"],
 }
 
 
@@ -64,9 +63,9 @@ def prepare(workdir: Path, module: str, tests: list[str]) -> None:
              "also_copy =", "    schemas", "    couch_views",
              "pytest_add_cli_args_test_selection ="]
     lines += [f"    {test}" for test in tests]
-    # A mutant that loops forever (``month += 2``) is stopped after twice the CPU time its
-    # tests took (mutmut's default, 30 times, makes one such mutant cost many minutes).
-    lines += ["timeout_multiplier = 1.0", "timeout_constant = 5.0"]
+    # A mutant that loops forever (``month += 2``) is stopped after 4 times the CPU time its
+    # tests took plus 40 s (mutmut's default, 30 times, makes one such mutant cost many minutes).
+    lines += ["timeout_multiplier = 2.0", "timeout_constant = 10.0"]
     # A mutant that fails a test can leave a client session unclosed: not an error here.
     lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -W",
               "    ignore::pytest.PytestUnraisableExceptionWarning"]

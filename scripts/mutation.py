@@ -63,9 +63,11 @@ def prepare(workdir: Path, module: str, tests: list[str]) -> None:
              "also_copy =", "    schemas", "    couch_views",
              "pytest_add_cli_args_test_selection ="]
     lines += [f"    {test}" for test in tests]
-    # A mutant that loops forever (``month += 2``) is stopped after 4 times the CPU time its
-    # tests took plus 40 s (mutmut's default, 30 times, makes one such mutant cost many minutes).
-    lines += ["timeout_multiplier = 2.0", "timeout_constant = 10.0"]
+    # mutmut stops a mutant's run after (T + constant) * multiplier seconds of wall time, T being
+    # the time its tests took in the stats run without their fixtures (account, app, login):
+    # 5x lets a surviving mutant's run finish on a busy machine, and a mutant that loops for
+    # ever (``month += 2``) still stops (mutmut's default, 15x, looks like a hang).
+    lines += ["timeout_multiplier = 5.0", "timeout_constant = 30.0"]
     # A mutant that fails a test can leave a client session unclosed: not an error here.
     lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -W",
               "    ignore::pytest.PytestUnraisableExceptionWarning"]

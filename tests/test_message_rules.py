@@ -195,3 +195,74 @@ async def test_upload_names(api: Api, vmbox: dict[str, Any], services: Services,
     (name,) = doc["_attachments"]
     assert re.fullmatch(expected, name), name
     assert doc["_attachments"][name]["content_type"] == content_type
+
+
+async def test_moved_copy_is_stamped_as_new(api: Api, vmbox: dict[str, Any], services: Services,
+                                            account: dict[str, Any]) -> None:
+    other = (await api.put("/vmboxes", {"name": "Other", "mailbox": "3001"})).data["id"]
+    old = gregorian_now() - 5 * DAY
+    source_id = (await create(api, vmbox["id"], timestamp=old, caller_id_number="6001"))["media_id"]
+    before = gregorian_now()
+    reply = await api.post(f"/vmboxes/{vmbox['id']}/messages/{source_id}", {"source_id": other})
+    after = gregorian_now()
+    assert reply.status == 200, reply.body
+    copy = await stored(services, api.account_id, reply.data["media_id"])
+    assert before <= copy["pvt_created"] <= after
+    assert copy["pvt_created"] == copy["pvt_modified"] == copy["utc_seconds"] == copy["metadata"]["timestamp"]
+    assert copy["pvt_account_db"] == naming.encoded_db(naming.modb_of_message(api.account_id, copy["_id"]) or "")
+    assert "pvt_deleted" not in copy
+    realm = account["realm"]
+    assert {key: copy["metadata"][key] for key in ("to", "to_user", "to_realm", "folder", "media_id")} == {
+        "to": f"3001@{realm}", "to_user": "3001", "to_realm": realm, "folder": "new", "media_id": copy["_id"]}
+
+
+async def test_message_stored_without_metadata_can_be_moved_and_filed(api: Api, vmbox: dict[str, Any],
+                                                                      services: Services) -> None:
+    other = (await api.put("/vmboxes", {"name": "Other", "mailbox": "3001"})).data["id"]
+    first = (await create(api, vmbox["id"]))["media_id"]
+    second = (await create(api, vmbox["id"]))["media_id"]
+    for message_id in (first, second):
+        await rewrite(services, api.account_id, message_id, metadata={})
+    filed = await api.post(f"/vmboxes/{vmbox['id']}/messages/{first}", {"folder": "saved"})
+    assert filed.status == 200, filed.body
+    assert (await stored(services, api.account_id, first))["metadata"] == {"folder": "saved"}
+    moved = await api.post(f"/vmboxes/{vmbox['id']}/messages/{second}", {"source_id": other})
+    assert moved.status == 200, moved.body
+    copy = await stored(services, api.account_id, moved.data["media_id"])
+    assert (copy["metadata"]["folder"], copy["metadata"]["to_user"]) == ("new", "3001")
+
+
+async def test_reading_a_message_without_folder_files_it_as_new_now(api: Api, vmbox: dict[str, Any],
+                                                                    services: Services) -> None:
+    created = await create(api, vmbox["id"])
+    doc = await stored(services, api.account_id, created["media_id"])
+    old = gregorian_now() - 3 * DAY
+    await rewrite(services, api.account_id, created["media_id"], pvt_modified=old,
+                  metadata={key: value for key, value in doc["metadata"].items() if key != "folder"})
+    before = gregorian_now()
+    reply = await api.get(f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}")
+    assert (reply.status, reply.data["folder"]) == (200, "new")
+    again = await stored(services, api.account_id, created["media_id"])
+    assert again["metadata"]["folder"] == "new"
+    assert again["pvt_modified"] >= before
+
+
+@pytest.mark.parametrize(("caller", "prefix"), [("(415) 555-0100", "415555-0100"), ("***", "unknown"),
+                                                ("+1.2_3", "+1.2_3")])
+async def test_download_name_keeps_safe_caller_characters(api: Api, services: Services, caller: str,
+                                                          prefix: str) -> None:
+    box = (await api.put("/vmboxes", {"name": "UTC", "mailbox": "3200", "timezone": "Etc/UTC"})).data["id"]
+    stamp = gregorian_now() - DAY
+    moment = datetime.fromtimestamp(stamp - GREGORIAN_UNIX_OFFSET, tz=UTC)
+    created = await create(api, box, caller_id_number=caller, timestamp=stamp)
+    upload = await api.call("PUT", f"/vmboxes/{box}/messages/{created['media_id']}/raw", body=AUDIO,
+                            headers={"Content-Type": "audio/mpeg"})
+    assert upload.status == 201, upload.body
+    # a Kazoo document without metadata.timestamp: its utc_seconds
+    doc = await stored(services, api.account_id, created["media_id"])
+    await rewrite(services, api.account_id, created["media_id"],
+                  metadata={key: value for key, value in doc["metadata"].items() if key != "timestamp"})
+    reply = await api.get(f"/vmboxes/{box}/messages/{created['media_id']}/raw")
+    assert reply.status == 200, reply.body
+    assert reply.headers["Content-Disposition"].startswith(
+        f'attachment; filename="{prefix}_{moment:%Y-%m-%d_%H-%M-%S}.mp3"')

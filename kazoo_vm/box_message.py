@@ -1,6 +1,6 @@
 """Pure rules for voicemail message documents (Kazoo's ``kzd_box_message``).
 
-Building a new message, folders, the move/copy transform, the listing summary, the
+Building a new message, folders, the move/copy transform, the
 download file name and retention enforcement — no I/O here.
 """
 
@@ -120,16 +120,6 @@ def metadata_of(doc: dict[str, Any]) -> dict[str, Any]:
     if "transcription" not in metadata and isinstance(doc.get("transcription"), dict):
         metadata["transcription"] = doc["transcription"]
     return metadata
-
-
-def summary_of(doc: dict[str, Any]) -> dict[str, Any]:
-    """The listing row of a message (what the ``listing_by_*`` views emit)."""
-    metadata = as_dict(doc.get("metadata"))
-    row = {key: metadata[key] for key in SUMMARY_KEYS if key in metadata}
-    transcription = doc.get("transcription")
-    if isinstance(transcription, dict) and transcription.get("result"):
-        row["transcribed"] = transcription["result"] == "success"
-    return row
 
 
 def message_time(doc: dict[str, Any]) -> int:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 GREGORIAN_UNIX_OFFSET = 62167219200
-READ_ONLY = "_read_only"
 
 
 def gregorian_now() -> int:
@@ -34,10 +33,6 @@ def as_int(value: Any) -> int | None:
 PRIVATE_PREFIXES = ("_", "pvt_")
 
 
-def is_private(key: str) -> bool:
-    return key.startswith(PRIVATE_PREFIXES)
-
-
 def public_fields(doc: dict[str, Any]) -> dict[str, Any]:
     """The keys a client may see and set (no ``_*``, no ``pvt_*``)."""
     return {key: value for key, value in doc.items() if not key.startswith(PRIVATE_PREFIXES)}
@@ -48,11 +43,9 @@ def private_fields(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_response(doc: dict[str, Any], *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A document as crossbar returns it: public keys plus ``id`` (and ``_read_only``)."""
+    """A document as crossbar returns it: public keys plus ``id``."""
     data = {key: value for key, value in doc.items() if not key.startswith(PRIVATE_PREFIXES) and key not in drop}
     data["id"] = doc["_id"]
-    if isinstance(doc.get(READ_ONLY), dict):
-        data[READ_ONLY] = doc[READ_ONLY]
     return data
 
 

@@ -419,3 +419,18 @@ async def test_monster_boot_sequence_then_the_voicemails_app(client: Client, ser
     assert (await ui.get("/vmboxes", params={"paginate": "false"})).status == 200
     reloaded = await ui.post("/v2/auth/tokeninfo", {"token": token}, token="")
     assert reloaded.data["owner_id"] == me["id"]
+
+
+async def test_writes_are_stamped_with_who_made_them(api: Api, user_api: Api, services: Services,
+                                                     account: dict[str, Any], user: dict[str, Any]) -> None:
+    """crossbar's ``pvt_auth_*`` stamps: the account of the token, and its user when it has one."""
+    db = naming.account_db(account["_id"])
+    by_key = await api.put("/vmboxes", {"name": "By key", "mailbox": "3000"})
+    by_user = await user_api.put("/vmboxes", {"name": "By user", "mailbox": "3001"})
+    assert (by_key.status, by_user.status) == (201, 201), (by_key.body, by_user.body)
+    key_doc = await stored_doc(services, db, by_key.data["id"])
+    user_doc = await stored_doc(services, db, by_user.data["id"])
+    assert (key_doc["pvt_is_authenticated"], key_doc["pvt_auth_account_id"]) == (True, account["_id"])
+    assert "pvt_auth_user_id" not in key_doc
+    assert (user_doc["pvt_auth_account_id"], user_doc["pvt_auth_user_id"]) == (account["_id"], user["_id"])
+    assert (user_doc["pvt_alphanum_name"], user_doc["pvt_type"]) == ("byuser", "vmbox")

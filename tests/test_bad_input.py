@@ -49,6 +49,7 @@ async def test_bad_box_write_stores_nothing(api: Api) -> None:
 async def test_garbage_start_key_is_not_an_error(api: Api, start_key: str) -> None:
     reply = await api.get("/vmboxes", params={"start_key": start_key})
     assert reply.status == 200, reply.body
+    assert (reply.data, reply.json["start_key"]) == ([], start_key)
 
 
 async def test_unsupported_content_type_is_415_envelope(api: Api) -> None:

@@ -22,6 +22,7 @@ from kazoo_vm.embedded_store import free_port
 from kazoo_vm.notify.worker import Notifier, mark_pending
 from kazoo_vm.services import Services
 from kazoo_vm.storage import naming, notifications
+from kazoo_vm.storage.errors import NotFound
 
 AUDIO = b"ID3" + bytes(range(256)) * 40
 WAIT = 60.0
@@ -109,7 +110,7 @@ async def leave_message(api: Api, box_id: str) -> str:
 async def message_doc(services: Services, account_id: str, message_id: str) -> dict[str, Any] | None:
     try:
         return (await services.messages.fetch(account_id, message_id))[1]
-    except Exception:  # noqa: BLE001 - gone is an answer here
+    except NotFound:  # gone is an answer here; any other store error is not
         return None
 
 

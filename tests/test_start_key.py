@@ -254,7 +254,7 @@ def test_pair_without_binary_docid_start_key_is_the_raw_text() -> None:
 
 
 def test_binary_to_term_rejects_docid_pair() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^unsupported term \(tag 104\)$"):
         binary_to_term(unb64url(encode_start_key(StartKey(key=1, docid="d"))))
 
 
@@ -271,14 +271,45 @@ def test_nesting_up_to_max_depth_decodes() -> None:
 
 
 def test_deep_nesting_hits_depth_limit() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"^nested deeper than {MAX_DEPTH} levels$"):
         binary_to_term(nested(100_000))
 
 
 def test_deep_object_nesting_hits_depth_limit() -> None:
     one = bytes([104, 1, 108, 0, 0, 0, 1, 104, 2, 109, 0, 0, 0, 0])
-    with pytest.raises(ValueError):
-        binary_to_term(bytes([131]) + one * (MAX_DEPTH + 1) + bytes([106, 104, 1, 106]))
+    for depth in (MAX_DEPTH + 1, 3 * MAX_DEPTH):
+        with pytest.raises(ValueError, match="^nested deeper"):
+            binary_to_term(bytes([131]) + one * depth + bytes([106, 104, 1, 106]) + bytes([106]) * depth)
+
+
+def test_object_nesting_up_to_max_depth_decodes() -> None:
+    one = bytes([104, 1, 108, 0, 0, 0, 1, 104, 2, 109, 0, 0, 0, 0])
+    depth = MAX_DEPTH - 1
+    value = binary_to_term(bytes([131]) + one * depth + bytes([104, 1, 106]) + bytes([106]) * depth)
+    for _ in range(depth):
+        assert isinstance(value, dict)
+        value = value[""]
+    assert value == {}
+
+
+def nested_value(levels: int, *, objects: bool = False) -> JSONValue:
+    """``levels`` containers, one inside the other (the innermost empty)."""
+    value: JSONValue = {} if objects else []
+    for _ in range(levels - 1):
+        value = {"k": value} if objects else [value]
+    return value
+
+
+@pytest.mark.parametrize("objects", [False, True], ids=["lists", "objects"])
+def test_encoding_up_to_max_depth_round_trips(objects: bool) -> None:
+    value = nested_value(MAX_DEPTH, objects=objects)
+    assert binary_to_term(term_to_binary(value)) == value
+    with pytest.raises(ValueError, match="^nested deeper"):
+        term_to_binary(nested_value(MAX_DEPTH + 1, objects=objects))
+    with pytest.raises(ValueError, match="^nested deeper"):
+        term_to_binary(nested_value(3 * MAX_DEPTH, objects=objects))
+    start = StartKey(key=value, docid="201901-abc")
+    assert decode_start_key(encode_start_key(start)) == start
 
 
 def test_encoding_too_deep_value_raises_value_error() -> None:
@@ -292,56 +323,118 @@ def test_encoding_too_deep_value_raises_value_error() -> None:
 def test_every_truncation_raises_value_error() -> None:
     data = term_to_binary([63691980222, "x", {"k": [1.5, None, -7, 300]}, 2**70])
     for end in range(len(data)):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="^truncated term or length beyond end of data$|^list length beyond"):
             binary_to_term(data[:end])
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "message"),
     [
-        bytes([131, 109, 255, 255, 255, 255, 0]),  # binary length beyond data
-        bytes([131, 108, 255, 255, 255, 255, 106]),  # list length beyond data
-        bytes([131, 111, 255, 255, 255, 255, 0, 1]),  # bignum size beyond data
-        bytes([131, 107, 0, 9, 1]),  # STRING_EXT length beyond data
+        (bytes([131, 109, 255, 255, 255, 255, 0]), "truncated term or length beyond end of data"),
+        (bytes([131, 108, 255, 255, 255, 255, 106]), "list length beyond end of data"),
+        (bytes([131, 111, 255, 255, 255, 255, 0, 1]), "truncated term or length beyond end of data"),
+        (bytes([131, 107, 0, 9, 1]), "truncated term or length beyond end of data"),  # STRING_EXT
     ],
 )
-def test_length_beyond_data_raises_value_error(data: bytes) -> None:
-    with pytest.raises(ValueError):
+def test_length_beyond_data_raises_value_error(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
         binary_to_term(data)
 
 
 @pytest.mark.parametrize(
-    "data",
+    ("data", "message"),
     [
-        bytes([131, 97, 1, 0]),  # trailing byte
-        bytes([130, 97, 1]),  # wrong version
-        bytes([131, 80, 0, 0, 0, 2, 120, 156]),  # compressed
-        bytes([131, 88, 119, 1, 97, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]),  # pid
-        bytes([131, 116, 0, 0, 0, 0]),  # map
-        bytes([131, 108, 0, 0, 0, 1, 97, 1, 97, 2]),  # improper list
-        bytes([131, 109, 0, 0, 0, 1, 0xFF]),  # invalid UTF-8
-        bytes([131, 110, 1, 2, 1]),  # bad bignum sign
-        bytes([131, 70]) + struct.pack(">d", float("nan")),  # NaN
-        bytes([131, 99]) + b"nan".ljust(31, b"\0"),  # FLOAT_EXT text not a number
-        bytes([131, 104, 1, 108, 0, 0, 0, 1, 97, 1, 106]),  # object member not a pair
+        (bytes([131, 97, 1, 0]), "trailing bytes after term"),
+        (bytes([130, 97, 1]), r"not an external term \(bad version byte\)"),
+        (bytes([131, 80, 0, 0, 0, 2, 120, 156]), r"unsupported term \(tag 80\)"),  # compressed
+        (bytes([131, 88, 119, 1, 97, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]), r"unsupported term \(tag 88\)"),  # pid
+        (bytes([131, 116, 0, 0, 0, 0]), r"unsupported term \(tag 116\)"),  # map
+        (bytes([131, 108, 0, 0, 0, 1, 97, 1, 97, 2]), "improper list"),
+        (bytes([131, 109, 0, 0, 0, 1, 0xFF]), "'utf-8' codec can't decode.*"),
+        (bytes([131, 110, 1, 2, 1]), "bad bignum sign"),
+        (bytes([131, 70]) + struct.pack(">d", float("nan")), "non-finite float"),
+        (bytes([131, 99]) + b"nan".ljust(31, b"\0"), "bad FLOAT_EXT"),  # FLOAT_EXT text not a number
+        (bytes([131, 99]) + b"1_0".ljust(31, b"\0"), "bad FLOAT_EXT"),  # Python reads it; Erlang does not
+        (bytes([131, 99]) + b" 1.5".ljust(31, b"\0"), "bad FLOAT_EXT"),
+        (bytes([131, 99]) + bytes(31), "bad FLOAT_EXT"),  # no text
+        (bytes([131, 104, 1, 108, 0, 0, 0, 1, 97, 1, 106]), "object member is not a 2-tuple"),
+        (bytes([131, 104, 1, 100, 0, 0]), "expected a list"),  # object without proplist
+        (bytes([131, 104, 1, 108, 0, 0, 0, 1, 104, 2, 97, 1, 97, 1, 106]), "expected a binary"),  # key not binary
     ],
 )
-def test_malformed_or_unsupported_term_raises_value_error(data: bytes) -> None:
-    with pytest.raises(ValueError):
+def test_malformed_or_unsupported_term_raises_value_error(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
         binary_to_term(data)
 
 
 @pytest.mark.parametrize(
-    "value", [(1, 2), {1: "a"}, {"a": {2}}, float("nan"), float("inf"), b"x", object(), "\ud800"]
+    ("value", "message"),
+    [((1, 2), "tuple is not a JSON value"), ({1: "a"}, "object key 1 is not a str"),
+     ({"a": {2}}, "set is not a JSON value"), (float("nan"), "non-finite float nan is not a JSON value"),
+     (float("inf"), "non-finite float inf is not a JSON value"), (b"x", "bytes is not a JSON value"),
+     (object(), "object is not a JSON value"), ("\ud800", "string is not encodable as UTF-8")],
 )
-def test_non_json_value_raises_type_error(value: object) -> None:
-    with pytest.raises(TypeError):
+def test_non_json_value_raises_type_error(value: object, message: str) -> None:
+    with pytest.raises(TypeError, match=f"^{message}$"):
         term_to_binary(value)  # type: ignore[arg-type]
 
 
 def test_non_str_docid_raises_type_error() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="^docid must be a str$"):
         encode_start_key(StartKey(key=1, docid=5))  # type: ignore[arg-type]
+
+
+# --- boundaries of Erlang's encodings ----------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "tag", "size_bytes"), [
+    (2**(8 * 127), 110, bytes([128])),  # SMALL_BIG_EXT: size in one unsigned byte
+    (2**(8 * 255) - 1, 110, bytes([255])),
+    (-(2**(8 * 255) - 1), 110, bytes([255])),
+    (2**(8 * 255), 111, struct.pack(">I", 256)),  # LARGE_BIG_EXT from 256 bytes on
+])
+def test_bignum_size_boundaries(value: int, tag: int, size_bytes: bytes) -> None:
+    size = (abs(value).bit_length() + 7) // 8
+    assert term_to_binary(value) == (bytes([131, tag]) + size_bytes + bytes([value < 0])
+                                     + abs(value).to_bytes(size, "little"))
+    assert binary_to_term(term_to_binary(value)) == value
+
+
+@pytest.mark.parametrize("value", [[0], [0, 0], [255, 0, 1], [0] * 40000, [7] * 0xFFFF])
+def test_byte_lists_holding_0_or_long_use_string_ext(value: list[int]) -> None:
+    assert term_to_binary(value) == bytes([131, 107]) + struct.pack(">H", len(value)) + bytes(value)  # type: ignore[arg-type]
+    assert binary_to_term(term_to_binary(value)) == value  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [[7] * 0x10000, [0, 256], [-1, 0]])
+def test_lists_of_more_than_bytes_use_list_ext(value: list[int]) -> None:
+    data = term_to_binary(value)  # type: ignore[arg-type]
+    assert data[:6] == bytes([131, 108]) + struct.pack(">I", len(value))
+    assert binary_to_term(data) == value
+
+
+def test_latin1_atom_decodes_to_its_name() -> None:
+    assert binary_to_term(bytes([131, 100, 0, 3]) + "été".encode("latin-1")) == "été"
+    assert binary_to_term(bytes([131, 115, 3]) + "été".encode("latin-1")) == "été"
+
+
+def test_next_start_key_ending_in_x_is_not_cut_short() -> None:
+    """About one key in 64 encodes to text ending in X (or another letter): only the
+    padding is stripped."""
+    ending: dict[str, str] = {}
+    for key in [f"ab{chr(code)}" for code in range(32, 127)] + [f"box {number}" for number in range(200)]:
+        text = encode_start_key(StartKey(key=key))
+        ending.setdefault(text[-1], text)
+    for text in ending.values():
+        assert decode_start_key(text).key == binary_to_term(unb64url(text))
+        assert unb64url(text) == term_to_binary(decode_start_key(text).key)
+    assert {"X", "=", "Y"} & set(ending) == {"X", "Y"}
+
+
+def test_start_key_with_characters_outside_base64url_is_the_raw_text() -> None:
+    encoded = encode_start_key(StartKey(key="box 1"))
+    text = encoded[:4] + "****" + encoded[4:]
+    assert decode_start_key(text) == StartKey(key=text)
 
 
 # --- differential check against real Erlang (skipped without erl) -----------------

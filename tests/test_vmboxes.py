@@ -564,7 +564,10 @@ async def test_private_keys_in_post_data_are_ignored(api: Api, vmbox: dict[str, 
     assert "pvt_deleted" not in stored
     assert stored["pvt_type"] == "vmbox"
     assert stored["pvt_created"] > 1
-    assert (await api.get(f"/vmboxes/{vmbox['id']}")).status == 200
+    fetched = await api.get(f"/vmboxes/{vmbox['id']}")
+    assert fetched.status == 200, fetched.body
+    assert (fetched.data["id"], fetched.data["name"]) == (vmbox["id"], "A")
+    assert not [key for key in fetched.data if key.startswith("pvt_")]
 
 
 async def test_private_keys_in_patch_data_are_ignored(api: Api, vmbox: dict[str, Any], services: Services,
@@ -574,7 +577,8 @@ async def test_private_keys_in_patch_data_are_ignored(api: Api, vmbox: dict[str,
     stored = await stored_doc(services, naming.account_db(account["_id"]), vmbox["id"])
     assert "pvt_deleted" not in stored
     assert stored["pvt_type"] == "vmbox"
-    assert len((await api.get("/vmboxes")).data) == 1
+    assert [row["id"] for row in (await api.get("/vmboxes")).data] == [vmbox["id"]]
+    assert not [key for key in reply.data if key.startswith("pvt_")]
 
 
 # -- rule 22 ------------------------------------------------------------------------

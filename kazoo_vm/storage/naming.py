@@ -36,10 +36,6 @@ def is_vmbox_id(value: str) -> bool:
     return bool(VMBOX_ID.match(value)) and ".." not in value and value != "messages"
 
 
-def is_message_id(value: str) -> bool:
-    return bool(MODB_MESSAGE_ID.match(value) or LEGACY_MESSAGE_ID.match(value))
-
-
 def is_account_db(name: str) -> bool:
     return bool(ACCOUNT_DB.match(name))
 

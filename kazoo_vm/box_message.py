@@ -17,6 +17,14 @@ from .documents import GREGORIAN_UNIX_OFFSET, as_dict, as_int
 from .storage import naming
 
 PVT_TYPE = "mailbox_message"
+# The claim a move writes on the message it moves (kazoo_vm's, not Kazoo's): the id of
+# the copy it writes. A message that carries one is on its way to another box.
+MOVE_CLAIM = "pvt_moving"
+
+
+def is_moving(doc: dict[str, Any]) -> bool:
+    """Whether a move has claimed the message (see :mod:`kazoo_vm.storage.moves`)."""
+    return bool(as_dict(doc.get(MOVE_CLAIM)).get("id"))
 FOLDERS = ("new", "saved", "deleted")
 DEFAULT_TIMEZONE = "America/Los_Angeles"
 SUMMARY_KEYS = ("timestamp", "from", "to", "caller_id_number", "caller_id_name", "call_id", "folder", "length",
@@ -156,7 +164,8 @@ def apply_folder(doc: dict[str, Any], folder: str, *, soft_delete: bool, now: in
 def transferred(doc: dict[str, Any], *, new_id: str, destination: dict[str, Any], realm: str,
                 timezone_name: Any, modb_encoded: str, now: int) -> dict[str, Any]:
     """The copy of ``doc`` that a move or copy writes into ``destination`` (E10)."""
-    moved = {key: copy.deepcopy(value) for key, value in doc.items() if key not in ("_rev", "_attachments")}
+    moved = {key: copy.deepcopy(value) for key, value in doc.items()
+             if key not in ("_rev", "_attachments", MOVE_CLAIM)}
     moved["_id"] = new_id
     moved["source_id"] = destination["_id"]
     moved["name"] = message_name(destination.get("mailbox", ""), now, timezone_name)

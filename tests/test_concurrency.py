@@ -13,6 +13,8 @@ Scenarios, each run ``ROUNDS`` times (3; more with ``KAZOO_VM_CONCURRENCY_ROUNDS
   document's revision count is exactly one per 200;
 * 20 moves of one message to different boxes: afterwards it is in exactly one box
   (listings of every box, and the MODB documents), with its audio;
+* two moves, an audio upload (sent 0 to 36 ms later) and a folder change of one
+  message: the message ends with the uploaded audio exactly when the upload got 201;
 * moves, single and bulk folder changes, bulk moves and bulk deletes of a set of
   messages at once: every message is in exactly one box or soft-deleted, with its audio.
 
@@ -29,7 +31,7 @@ import os
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
 import pytest
@@ -295,6 +297,45 @@ async def test_concurrent_moves_of_one_message_leave_it_in_exactly_one_box(api: 
                             f"(new ids {sorted(moved)})")
         await check_every_message_once(api, services, boxes, {call_id: audio}, scenario, problems,
                                        f"round {round_}")
+    assert not problems, "\n".join(problems)
+
+
+# -- an audio upload racing moves -------------------------------------------------------
+
+
+async def later(delay: float, request: Awaitable[Reply]) -> Reply:
+    """``request`` sent ``delay`` seconds after the others (each step of a move is
+    reached in some round)."""
+    await asyncio.sleep(delay)
+    return await request
+
+
+async def test_an_upload_racing_moves_is_in_the_message_wherever_it_ends_or_refused(
+        api: Api, services: Services) -> None:
+    scenario = "upload racing moves"
+    problems: list[str] = []
+    source = await new_box(api, "source")
+    destinations = list(await asyncio.gather(*(new_box(api, f"destination {i}") for i in range(2))))
+    for round_ in range(max(ROUNDS, 20)):
+        before, after = b"ID3" + uuid.uuid4().bytes * 3, b"ID3" + uuid.uuid4().bytes * 4
+        created = await new_message(api, source, before)
+        path = f"/vmboxes/{source}/messages/{created['media_id']}"
+        replies = await asyncio.gather(
+            api.post(path, {"source_id": destinations[0]}), api.post(path, {"source_id": destinations[1]}),
+            later(round_ % 10 * 0.004,
+                  api.call("PUT", f"{path}/raw", body=after, headers={"Content-Type": "audio/mpeg"})),
+            api.post(path, {"folder": "saved"}))
+        upload = replies[2]
+        tally(scenario, [*replies[:2], replies[3]], {404: {"bad_identifier"}, 409: {"datastore_conflict"}},
+              problems, f"round {round_}")
+        if upload.status not in (201, 404, 409):
+            problems.append(f"round {round_}: upload answered {upload.status} {upload.body[:200]!r}")
+        FIGURES[scenario]["rounds"] += 1
+        FIGURES[scenario][f"upload {upload.status}"] += 1
+        # The message has the uploaded audio if and only if the upload was answered 201.
+        await check_every_message_once(api, services, [source, *destinations],
+                                       {created["call_id"]: after if upload.status == 201 else before},
+                                       scenario, problems, f"round {round_}")
     assert not problems, "\n".join(problems)
 
 

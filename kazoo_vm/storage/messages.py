@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from ..box_message import is_moving
 from ..documents import as_dict, as_int
 from ..start_key import StartKey
 from . import design, naming
@@ -55,6 +56,11 @@ def is_message(doc: Any) -> bool:
     return isinstance(doc, dict) and doc.get("pvt_type") == PVT_TYPE
 
 
+def _not_moving(doc: dict[str, Any]) -> None:
+    if is_moving(doc):
+        raise Conflict(str(doc.get("_id")), "move_in_progress")
+
+
 class Messages:
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -92,12 +98,17 @@ class Messages:
         return db, doc
 
     async def save(self, db: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """Write a change of a message read before; Conflict when it was read with a
+        move's claim (the move copies what it read before the change, then removes the
+        message: a change written now would be lost with it)."""
+        _not_moving(doc)
         await self._couch.put_doc(db, doc)
         return doc
 
     async def put_audio(self, db: str, doc: dict[str, Any], audio: Audio) -> dict[str, Any]:
         """Replace the message's attachments by ``audio`` (one write, never a moment
-        without audio)."""
+        without audio); Conflict when the message is being moved (see :meth:`save`)."""
+        _not_moving(doc)
         await self._couch.put_doc(db, doc, attachment=audio)
         return doc
 
@@ -194,10 +205,13 @@ class Messages:
     async def save_many(self, docs: Iterable[Located]) -> tuple[list[str], dict[str, str]]:
         """Write documents with one ``_bulk_docs`` per MODB; (saved ids, {id: reason})."""
         by_db: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for db, doc in docs:
-            by_db[db].append(doc)
         succeeded: list[str] = []
         failed: dict[str, str] = {}
+        for db, doc in docs:
+            if is_moving(doc):  # as in :meth:`save`
+                failed[str(doc["_id"])] = "conflict"
+            else:
+                by_db[db].append(doc)
         for db, batch in by_db.items():
             for result in await self._couch.bulk_docs(db, batch):
                 if "error" in result:

@@ -11,7 +11,9 @@ Three things make that safe when requests race or a process dies half way:
   two claims are never byte-identical edits: pouchdb-server crashes on an edit identical
   to a revision of a since-deleted document), written through the source's revision:
   of two moves of one message to different boxes only one owns the source, the other
-  gets a conflict before it has written anything;
+  gets a conflict before it has written anything; and a change read with the claim
+  (folder, audio upload, delete) is refused, since the move copies the message as it
+  was when claimed;
 * the source is removed through the claim's revision, and only after the copy is stored.
   A copy whose source was taken over meanwhile is removed again (rolled back).
 
@@ -27,6 +29,7 @@ import secrets
 import time
 from typing import Any
 
+from ..box_message import MOVE_CLAIM
 from ..documents import as_dict
 from . import naming
 from .couch import Couch
@@ -39,7 +42,7 @@ log = logging.getLogger(__name__)
 
 DB = "kazoo_vm_moves"
 PVT_TYPE = "voicemail_move"
-CLAIM = "pvt_moving"
+CLAIM = MOVE_CLAIM
 # Revision races a move retries before answering 409 datastore_conflict.
 ATTEMPTS = 4
 # A pointer older than this whose source was never claimed is a move that died before
@@ -138,6 +141,7 @@ class Moves:
                 with contextlib.suppress(NotFound, Conflict):  # the source was won by another change
                     await self._couch.delete_doc(located[0], copy_id, str(located[1]["_rev"]),
                                                  doc_type=MESSAGE_TYPE)
+                await self._unclaim(source_db, source_id, copy_id)
                 await self._drop(pointer)
                 raise
             # no version of the source is left: the copy is the message now
@@ -188,6 +192,15 @@ class Moves:
             except Conflict:
                 doc = None
         raise Conflict(claimed["_id"])
+
+    async def _unclaim(self, db: str, source_id: str, copy_id: str) -> None:
+        """Take this move's claim off a source it gave up (a claimed message refuses
+        changes); best effort: a claim left behind is one no pointer finishes."""
+        with contextlib.suppress(NotFound, Conflict):
+            source = await self._couch.get_doc(db, source_id)
+            if claim_of(source) == copy_id:
+                source.pop(CLAIM, None)
+                await self._couch.put_doc(db, source)
 
     async def _no_source_left(self, db: str, source_id: str) -> None:
         """Delete every version of the source still live once the copy is stored. On a

@@ -59,6 +59,7 @@ class Config:
     body_timeout: float = 30.0
     keepalive_timeout: float = 75.0
     send_timeout: float = 60.0
+    max_zip_size: int = 1_000_000_000
     move_recovery: bool = True
     amqp_url: str | None = None
     webhooks: bool = True
@@ -97,6 +98,7 @@ class Config:
             body_timeout=_float(env, "KAZOO_VM_BODY_TIMEOUT", 30.0),
             keepalive_timeout=_float(env, "KAZOO_VM_KEEPALIVE_TIMEOUT", 75.0),
             send_timeout=_float(env, "KAZOO_VM_SEND_TIMEOUT", 60.0),
+            max_zip_size=_int(env, "KAZOO_VM_MAX_ZIP_SIZE", 1_000_000_000),
             move_recovery=(env.get("KAZOO_VM_MOVE_RECOVERY") or "true").lower() not in ("0", "false", "no"),
             amqp_url=env.get("KAZOO_VM_AMQP_URL") or None,
             webhooks=(env.get("KAZOO_VM_WEBHOOKS") or "true").lower() not in ("0", "false", "no"),

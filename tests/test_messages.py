@@ -15,14 +15,17 @@ import time
 import uuid
 import zipfile
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import Api, Reply, assert_error, build_multipart
+from conftest import Api, Reply, assert_error, build_multipart, login
 
 import kazoo_vm.appkeys
+from kazoo_vm.app import create_app
+from kazoo_vm.config import Config
 from kazoo_vm.services import Services
 from kazoo_vm.storage import naming
 
@@ -1917,6 +1920,21 @@ async def test_zip_without_ids_is_rejected(api: Api, vmbox: dict[str, Any], data
     reply = await api.call("POST", f"/vmboxes/{vmbox['id']}/messages/raw", data=data,
                            headers={"Accept": "application/zip"})
     assert assert_error(reply, 400, "validation error") == {"messages": {"required": {"message": NO_MESSAGES}}}
+
+
+async def test_zip_of_more_audio_than_max_zip_size_is_refused_before_a_byte_is_sent(
+        aiohttp_client: Any, config: Config, couch_url: str, account: dict[str, Any]) -> None:
+    client = await aiohttp_client(create_app(replace(config, max_zip_size=25), couch_url))
+    small = Api(client, account["_id"], await login(client, account["pvt_api_key"]))
+    box = await new_box(small, "Zip", "3400")
+    ids = [(await create_with_audio(small, box, bytes([i]) * 10))["media_id"] for i in range(3)]
+    reply = await zip_of(small, box, ids)
+    assert assert_error(reply, 400, "validation error")["messages"]["maxSize"]["target"] == 25
+    assert "30 bytes" in assert_error(reply, 400, "validation error")["messages"]["maxSize"]["message"]
+    fewer = await zip_of(small, box, ids[:2])  # 20 bytes
+    assert fewer.status == 200, fewer.body
+    assert [zipfile.ZipFile(io.BytesIO(fewer.body)).read(name) for name in
+            zipfile.ZipFile(io.BytesIO(fewer.body)).namelist()] == [bytes([0]) * 10, bytes([1]) * 10]
 
 
 # rule 90

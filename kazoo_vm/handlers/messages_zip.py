@@ -21,10 +21,21 @@ from ..errors import BadIdentifier, validation_error
 from ..sending import send_body
 from ..storage.messages import Located
 from ..zip_stream import stream_zip_async
-from .common import payload, services
+from .common import config, payload, services
 from .messages import NO_MESSAGES, _box, _ids, _timezone
 
 MAX_ZIP_MESSAGES = 1000
+# The archive is a ZIP32 (no ZIP64 extensions, which some unzip tools lack): 4 GiB in all,
+# headers included, whatever KAZOO_VM_MAX_ZIP_SIZE says.
+ZIP32_AUDIO_LIMIT = 4_000_000_000
+
+
+def audio_size(doc: dict[str, Any], unknown: int) -> int:
+    """Bytes of the message's audio as its attachment stub says; ``unknown`` for audio
+    a Kazoo migration linked (its size is not in the document)."""
+    attachment = box_message.single_attachment(doc)
+    length = attachment[1].get("length") if attachment is not None else None
+    return length if isinstance(length, int) and length >= 0 else unknown
 
 
 def unique_names(names: list[str]) -> list[str]:
@@ -71,6 +82,12 @@ async def download_zip(request: web.Request) -> web.StreamResponse:
         if box_message.single_attachment(located[1]) is None and not located[1].get("pvt_attachments"):
             raise BadIdentifier(message_id)
         chosen.append(located)
+    limits = config(request)
+    size, most = sum(audio_size(doc, limits.max_upload_size) for _db, doc in chosen), \
+        min(limits.max_zip_size, ZIP32_AUDIO_LIMIT)
+    if size > most:
+        raise validation_error("messages", "maxSize", f"The audio of these messages is {size} bytes, more than "
+                               f"one archive holds ({most}): ask for fewer", target=most)
     tz = _timezone(request, box)
     names = unique_names([box_message.download_name(doc, (box_message.single_attachment(doc) or ("x.mp3", {}))[0],
                                                     tz) for _db, doc in chosen])

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import appkeys
+from . import appkeys, memory
 from .app import create_app, server_options
 from .config import Config
 from .embedded_store import EmbeddedStore
@@ -148,6 +148,7 @@ def install_fault_switch(app: web.Application, env: Mapping[str, str] | None = N
 
 async def serve(config: Config) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    memory.return_large_blocks()
     async with couch_url(config, serving=True) as url:
         app = create_app(config, url)
         install_fault_switch(app)

@@ -80,7 +80,9 @@ def config(couch_url: str) -> Config:
     # No webhooks either: every instance serves every hook of its store, so an app of
     # another test (on a store the xdist workers share) would take the leases of
     # tests/test_webhooks.py's hooks and send them with the default, slow, pauses.
-    return replace(Config(), couch_url=couch_url, jwt_secret=None, move_recovery=False, webhooks=False)
+    # ``KAZOO_VM_AMQP_URL`` runs the whole suite beside a broker (every change publishes).
+    return replace(Config(), couch_url=couch_url, jwt_secret=None, move_recovery=False, webhooks=False,
+                   amqp_url=os.environ.get("KAZOO_VM_AMQP_URL") or None)
 
 
 @pytest.fixture

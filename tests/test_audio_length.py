@@ -1,19 +1,25 @@
-"""How long audio plays, in ms (issue 15 point 9). The audio is made here: WAV with
-:mod:`wave`, MP3 as MPEG-1 Layer III frames with a fixed header and a silent payload,
-Ogg Opus and Ogg Vorbis as hand-built pages (header packets, then one page whose granule
-position ends the stream), FLAC as its STREAMINFO block and M4A as the atoms that hold
-the sound track's duration."""
+"""A message's ``length`` (ms) measured from its audio (issue 15 point 9): a message
+created with audio and no ``length`` kept Kazoo's placeholder 1, which Monster UI shows
+as 00:00. The audio is made here: WAV with :mod:`wave`, MP3 as MPEG-1 Layer III frames
+with a fixed header and a silent payload, Ogg Opus and Ogg Vorbis as hand-built pages
+(header packets, then one page whose granule position ends the stream), FLAC as its
+STREAMINFO block and M4A as the atoms that hold the sound track's duration."""
 
 from __future__ import annotations
 
 import io
+import json
 import struct
 import wave
+from typing import Any
 
 import pytest
+from conftest import Api, build_multipart
 
 from kazoo_vm import audio_length
 from kazoo_vm.audio_length import MAX_MS, MAX_OPERATIONS, duration_ms
+from kazoo_vm.services import Services
+from kazoo_vm.storage import naming
 
 # MPEG-1 Layer III, 128 kbit/s, 48 kHz, mono, no CRC, no padding: 144 * 128000 / 48000 = 384
 # bytes a frame, 1152 samples = 24 ms a frame.
@@ -108,6 +114,159 @@ def m4a(seconds: float, timescale: int = 8000) -> bytes:
     mdhd = atom(b"mdhd", bytes(4) + struct.pack(">IIII", 0, 0, timescale, round(seconds * timescale)) + bytes(4))
     hdlr = atom(b"hdlr", bytes(8) + b"soun" + bytes(12) + b"\x00")
     return atom(b"ftyp", b"M4A " + bytes(4) + b"M4A isom") + atom(b"moov", atom(b"trak", atom(b"mdia", mdhd + hdlr)))
+
+
+# -- HTTP helpers --------------------------------------------------------------------
+
+
+async def create_with(api: Api, box: str, audio: bytes, content_type: str, **metadata: Any) -> dict[str, Any]:
+    """A message made by one multipart request (JSON part, audio part); its metadata."""
+    body, multipart_type = build_multipart([
+        ({"Content-Type": "application/json"}, json.dumps({"data": metadata}).encode()),
+        ({"Content-Disposition": 'form-data; name="file"; filename="voice"', "Content-Type": content_type}, audio)])
+    reply = await api.call("PUT", f"/vmboxes/{box}/messages", body=body, headers={"Content-Type": multipart_type})
+    assert reply.status == 201, reply.body
+    return dict(reply.data)
+
+
+async def create_json(api: Api, box: str, **metadata: Any) -> dict[str, Any]:
+    reply = await api.put(f"/vmboxes/{box}/messages", metadata)
+    assert reply.status == 201, reply.body
+    return dict(reply.data)
+
+
+async def upload(api: Api, box: str, message_id: str, audio: bytes, content_type: str) -> dict[str, Any]:
+    reply = await api.call("PUT", f"/vmboxes/{box}/messages/{message_id}/raw", body=audio,
+                           headers={"Content-Type": content_type})
+    assert reply.status == 201, reply.body
+    return dict(reply.data)
+
+
+async def read_length(api: Api, box: str, message_id: str) -> Any:
+    reply = await api.get(f"/vmboxes/{box}/messages/{message_id}")
+    assert reply.status == 200, reply.body
+    return reply.data["length"]
+
+
+# -- the create -----------------------------------------------------------------------
+
+
+async def test_wav_of_one_and_a_half_seconds_is_1500_ms(api: Api, vmbox: dict[str, Any]) -> None:
+    created = await create_with(api, vmbox["id"], wav(1.5), "audio/x-wav", caller_id_number="6001")
+    assert created["length"] == 1500
+    assert await read_length(api, vmbox["id"], created["media_id"]) == 1500
+
+
+async def test_mp3_of_125_frames_is_3000_ms(api: Api, vmbox: dict[str, Any]) -> None:
+    assert (await create_with(api, vmbox["id"], mp3(125), "audio/mpeg"))["length"] == 3000
+
+
+async def test_ogg_opus_is_measured_without_its_pre_skip(api: Api, vmbox: dict[str, Any]) -> None:
+    assert (await create_with(api, vmbox["id"], ogg_opus(2.5), "audio/ogg"))["length"] == 2500
+
+
+async def test_ogg_vorbis_is_measured(api: Api, vmbox: dict[str, Any]) -> None:
+    assert (await create_with(api, vmbox["id"], ogg_vorbis(4.25), "audio/ogg"))["length"] == 4250
+
+
+async def test_m4a_is_measured(api: Api, vmbox: dict[str, Any]) -> None:
+    assert (await create_with(api, vmbox["id"], m4a(2.5), "audio/mp4"))["length"] == 2500
+
+
+async def test_raw_audio_body_create_is_measured(api: Api, vmbox: dict[str, Any]) -> None:
+    reply = await api.call("PUT", f"/vmboxes/{vmbox['id']}/messages", body=wav(2),
+                           headers={"Content-Type": "audio/wav"})
+    assert reply.status == 201, reply.body
+    assert reply.data["length"] == 2000
+
+
+async def test_length_the_client_gives_wins(api: Api, vmbox: dict[str, Any]) -> None:
+    assert (await create_with(api, vmbox["id"], wav(1.5), "audio/x-wav", length=4200))["length"] == 4200
+
+
+async def test_length_of_1_the_client_gives_wins_at_create(api: Api, vmbox: dict[str, Any]) -> None:
+    assert (await create_with(api, vmbox["id"], wav(1.5), "audio/x-wav", length=1))["length"] == 1
+
+
+async def test_garbage_labelled_mpeg_is_stored_with_the_placeholder_length(api: Api, vmbox: dict[str, Any]) -> None:
+    created = await create_with(api, vmbox["id"], GARBAGE, "audio/mpeg")
+    assert created["length"] == 1
+    audio = await api.get(f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}/raw")
+    assert audio.status == 200 and audio.body == GARBAGE
+
+
+async def test_json_create_without_audio_keeps_the_placeholder_length(api: Api, vmbox: dict[str, Any]) -> None:
+    assert (await create_json(api, vmbox["id"]))["length"] == 1
+
+
+async def test_listing_shows_the_measured_length(api: Api, vmbox: dict[str, Any]) -> None:
+    created = await create_with(api, vmbox["id"], mp3(50), "audio/mpeg")
+    reply = await api.get(f"/vmboxes/{vmbox['id']}/messages", params={"paginate": "false"})
+    assert reply.status == 200, reply.body
+    assert [(row["media_id"], row["length"]) for row in reply.data] == [(created["media_id"], 1200)]
+
+
+async def test_account_listing_shows_the_measured_length(api: Api, vmbox: dict[str, Any]) -> None:
+    created = await create_with(api, vmbox["id"], wav(0.75), "audio/wav")
+    reply = await api.get("/vmboxes/messages", params={"paginate": "false"})
+    assert reply.status == 200, reply.body
+    assert reply.data == [{vmbox["id"]: {**{key: created[key] for key in reply.data[0][vmbox["id"]]},
+                                         "length": 750}}]
+
+
+# -- uploads onto a message -----------------------------------------------------------
+
+
+async def test_raw_upload_onto_a_message_without_length_sets_it(api: Api, vmbox: dict[str, Any]) -> None:
+    created = await create_json(api, vmbox["id"], caller_id_number="6001")
+    answered = await upload(api, vmbox["id"], created["media_id"], wav(3.2), "audio/x-wav")
+    assert answered["length"] == 3200
+    assert await read_length(api, vmbox["id"], created["media_id"]) == 3200
+
+
+async def test_multipart_upload_onto_a_message_sets_the_length(api: Api, vmbox: dict[str, Any]) -> None:
+    created = await create_json(api, vmbox["id"])
+    body, content_type = build_multipart([({"Content-Type": "audio/ogg"}, ogg_opus(1.02))])
+    reply = await api.call("PUT", f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}/raw", body=body,
+                           headers={"Content-Type": content_type})
+    assert reply.status == 201, reply.body
+    assert reply.data["length"] == 1020
+
+
+async def test_raw_upload_keeps_the_length_the_client_gave(api: Api, vmbox: dict[str, Any]) -> None:
+    created = await create_json(api, vmbox["id"], length=4200)
+    assert (await upload(api, vmbox["id"], created["media_id"], wav(1.5), "audio/x-wav"))["length"] == 4200
+
+
+async def test_new_audio_replaces_the_length_measured_from_the_old(api: Api, vmbox: dict[str, Any]) -> None:
+    created = await create_with(api, vmbox["id"], wav(1.5), "audio/x-wav")
+    assert (await upload(api, vmbox["id"], created["media_id"], mp3(125), "audio/mpeg"))["length"] == 3000
+    assert await read_length(api, vmbox["id"], created["media_id"]) == 3000
+
+
+async def test_unmeasurable_new_audio_puts_back_the_placeholder(api: Api, vmbox: dict[str, Any],
+                                                               services: Services) -> None:
+    created = await create_with(api, vmbox["id"], wav(1.5), "audio/x-wav")
+    assert (await upload(api, vmbox["id"], created["media_id"], GARBAGE, "audio/mpeg"))["length"] == 1
+    db = naming.modb_of_message(api.account_id, created["media_id"])
+    assert db is not None
+    assert "pvt_audio_length" not in await services.store.couch.get_doc(db, created["media_id"])
+
+
+async def test_unmeasurable_upload_leaves_a_placeholder_length_alone(api: Api, vmbox: dict[str, Any]) -> None:
+    created = await create_json(api, vmbox["id"])
+    assert (await upload(api, vmbox["id"], created["media_id"], GARBAGE, "audio/mpeg"))["length"] == 1
+
+
+async def test_a_copy_keeps_the_measured_length(api: Api, vmbox: dict[str, Any]) -> None:
+    created = await create_with(api, vmbox["id"], wav(1.5), "audio/x-wav")
+    other = await api.put("/vmboxes", {"name": "Other", "mailbox": "3001"})
+    assert other.status == 201, other.body
+    reply = await api.post(f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}",
+                           {"source_id": [other.data["id"]]})
+    assert reply.status == 200, reply.body
+    (copy_id,) = reply.data["succeeded"]
+    assert await read_length(api, other.data["id"], copy_id) == 1500
 
 
 # -- duration_ms itself ---------------------------------------------------------------

@@ -29,6 +29,8 @@ FOLDERS = ("new", "saved", "deleted")
 DEFAULT_TIMEZONE = "America/Los_Angeles"
 SUMMARY_KEYS = ("timestamp", "from", "to", "caller_id_number", "caller_id_name", "call_id", "folder", "length",
                 "media_id")
+PLACEHOLDER_LENGTH = 1  # Kazoo's ``length`` of a message created without one (ms)
+MEASURED_LENGTH = "pvt_audio_length"  # the ``length`` kazoo_vm measured from the message's audio
 RETENTION_MESSAGE = "this message is prior to retention policy, no update operation is permitted"
 EXTENSIONS = {"audio/mp3": "mp3", "audio/mpeg": "mp3", "audio/mpeg3": "mp3", "audio/x-mpeg": "mp3",
               "audio/wav": "wav", "audio/x-wav": "wav", "audio/x-wave": "wav", "audio/wave": "wav",
@@ -104,7 +106,7 @@ def new_message(*, box: dict[str, Any], request: dict[str, Any], realm: str, tim
         "caller_id_name": request.get("caller_id_name", caller_number),
         "from": from_value, "from_user": from_user, "from_realm": from_realm,
         "to": to_value, "to_user": to_user, "to_realm": to_realm,
-        "length": request.get("length", 1),
+        "length": request.get("length", PLACEHOLDER_LENGTH),
         "timestamp": timestamp,
         "folder": request.get("folder", "new"),
     }
@@ -120,6 +122,25 @@ def new_message(*, box: dict[str, Any], request: dict[str, Any], realm: str, tim
         "metadata": metadata,
         "pvt_type": PVT_TYPE,
     }
+
+
+def with_audio_length(doc: dict[str, Any], measured: int | None) -> dict[str, Any]:
+    """``doc`` with new audio that plays ``measured`` ms (None: unknown). A length of the
+    message's own (the client's, or Kazoo's recorder's) is kept; otherwise (no length,
+    the placeholder, or the one measured from the audio replaced) ``metadata.length``
+    becomes ``measured``, or the placeholder when the new audio cannot be measured."""
+    metadata = as_dict(doc.get("metadata"))
+    current = metadata.get("length")
+    before = doc.get(MEASURED_LENGTH)
+    if current is not None and current != PLACEHOLDER_LENGTH and (before is None or current != before):
+        return doc
+    changed = {key: value for key, value in doc.items() if key != MEASURED_LENGTH}
+    if measured is not None:
+        changed[MEASURED_LENGTH] = measured
+    elif before is None:
+        return doc
+    changed["metadata"] = {**metadata, "length": measured or PLACEHOLDER_LENGTH}
+    return changed
 
 
 def metadata_of(doc: dict[str, Any]) -> dict[str, Any]:

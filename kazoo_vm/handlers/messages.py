@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import appkeys, box_message, envelope, filters
+from .. import appkeys, audio_length, box_message, envelope, filters
 from ..auth import ACCOUNT
 from ..documents import as_dict, gregorian_now, stamp
 from ..errors import BadIdentifier, DatastoreConflict, ValidationError, from_storage, validation_error
@@ -274,6 +274,13 @@ def _audio(request: web.Request, body: Payload, upload: UploadedFile, now: int) 
     return Audio(box_message.attachment_name(filename, upload.content_type, now), upload.content_type, upload.data)
 
 
+async def _with_audio_length(doc: dict[str, Any], audio: Audio) -> dict[str, Any]:
+    """``doc`` with the length of its new audio (parsed on a thread: a forged file can
+    take mutagen tens of milliseconds)."""
+    measured = await asyncio.to_thread(audio_length.duration_ms, audio.data, audio.content_type)
+    return box_message.with_audio_length(doc, measured)
+
+
 async def create_message(request: web.Request) -> web.Response:
     """E9: JSON metadata, multipart (JSON part + audio part) or a raw audio body."""
     account_id, box_id = _ids(request)
@@ -297,6 +304,8 @@ async def create_message(request: web.Request) -> web.Response:
                                   timezone_name=_timezone(request, box),
                                   privacy_number=config(request).default_privacy_number, now=now, named=named)
     audio = None if upload is None else _audio(request, body, upload, now)
+    if audio is not None and "length" not in metadata:  # a length the client gives wins
+        doc = await _with_audio_length(doc, audio)
     _stamped(request, doc, account_id, naming.modb_of_message(account_id, doc["_id"]) or "", now)
     if audio is not None:
         await schedule_if_wanted(config(request), services(request), account_id, box, doc)
@@ -432,6 +441,8 @@ async def put_audio(request: web.Request) -> web.Response:
     assert upload is not None
     now = gregorian_now()
     db, doc = await _changeable(request, account_id, box_id, message_id, now)
+    audio = _audio(request, body, upload, now)
+    doc = await _with_audio_length(doc, audio)
     _stamped(request, doc, account_id, db, now)
     had_audio = bool(doc.get("_attachments") or doc.get("pvt_attachments"))
     box = None
@@ -439,7 +450,7 @@ async def put_audio(request: web.Request) -> web.Response:
         box = await _box(request, account_id, box_id, deleted_ok=True)
         await schedule_if_wanted(config(request), services(request), account_id, box, doc)
     try:
-        await services(request).messages.put_audio(db, doc, _audio(request, body, upload, now))
+        await services(request).messages.put_audio(db, doc, audio)
     except Conflict:
         raise DatastoreConflict() from None
     if not had_audio:

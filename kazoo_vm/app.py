@@ -19,6 +19,7 @@ from .routes import setup_routes
 from .services import Services
 from .storage.errors import StorageError
 from .storage.moves import STALE_AFTER
+from .throttle import LoginThrottle
 from .validation import SchemaStore
 from .webhooks.listener import Recorder, webhooks_middleware
 from .webhooks.sender import Sender
@@ -48,6 +49,7 @@ def create_app(config: Config, couch_url: str) -> web.Application:
     )
     app[appkeys.CONFIG] = config
     app[appkeys.SCHEMAS] = SchemaStore()
+    app[appkeys.THROTTLE] = LoginThrottle.from_config(config)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         services = Services.connect(couch_url, timeout=config.couch_timeout,

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .auth import TokenIssuer
     from .config import Config
     from .services import Services
+    from .throttle import LoginThrottle
     from .validation import SchemaStore
     from .webhooks.listener import Recorder
 
@@ -19,6 +20,8 @@ CONFIG: web.AppKey[Config] = web.AppKey("config")
 SERVICES: web.AppKey[Services] = web.AppKey("services")
 SCHEMAS: web.AppKey[SchemaStore] = web.AppKey("schemas")
 ISSUER: web.AppKey[TokenIssuer] = web.AppKey("issuer")
+# Failed logins of this instance (throttle.py).
+THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("throttle")
 # Set only with KAZOO_VM_AMQP_URL.
 AMQP: web.AppKey[Publisher] = web.AppKey("amqp")
 WEBHOOKS: web.AppKey[Recorder] = web.AppKey("webhooks")

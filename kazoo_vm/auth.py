@@ -17,12 +17,13 @@ from aiohttp import web
 
 from .config import Config
 from .errors import BadIdentifier, Forbidden, InvalidAccountId, InvalidCredentials
-from .kazoo_tokens import KazooCredentials
+from .kazoo_tokens import KazooCredentials, split_basic
 from .services import Services
 from .storage import naming
 from .storage.accounts import signing_secret
 from .storage.errors import NotFound
 from .storage.ttl_cache import TtlCache
+from .throttle import LoginThrottle, client_address
 
 ISSUER_NAME = "kazoo_vm"
 ALGORITHM = "HS256"
@@ -121,14 +122,24 @@ def basic_from(request: web.Request) -> str | None:
     return None
 
 
-async def authenticate(request: web.Request, issuer: TokenIssuer) -> AuthContext:
-    """kazoo_vm's own token, else Kazoo's token, else Kazoo's Basic credentials."""
+def _basic_names(encoded: str) -> list[tuple[str, str]]:
+    """What Basic credentials are counted under when they fail (throttle.py): their account."""
+    try:
+        return [("account", split_basic(encoded)[0])]
+    except InvalidCredentials:
+        return []
+
+
+async def authenticate(request: web.Request, issuer: TokenIssuer, throttle: LoginThrottle) -> AuthContext:
+    """kazoo_vm's own token, else Kazoo's token, else Kazoo's Basic credentials (their
+    failures slowed down by ``throttle``; a token cannot be guessed)."""
     token = token_from(request)
     if token is None:
         basic = basic_from(request)
         if basic is None:
             raise InvalidCredentials()
-        identity = await issuer.kazoo.verify_basic(basic)
+        with throttle.attempt(client_address(request), _basic_names(basic)):
+            identity = await issuer.kazoo.verify_basic(basic)
         return AuthContext(account_id=identity.account_id, owner_id=identity.owner_id, token="")
     try:
         return await issuer.verify(token)

@@ -69,6 +69,9 @@ class Config:
     webhook_backoff: float = 5.0
     webhook_poll: float = 2.0
     webhook_lease: float = 60.0
+    auth_failures: int = 5
+    auth_window: float = 900.0
+    auth_backoff_max: float = 60.0
 
     @property
     def retention_seconds(self) -> int:
@@ -108,4 +111,7 @@ class Config:
             webhook_backoff=_float(env, "KAZOO_VM_WEBHOOK_BACKOFF", 5.0),
             webhook_poll=_float(env, "KAZOO_VM_WEBHOOK_POLL", 2.0),
             webhook_lease=_float(env, "KAZOO_VM_WEBHOOK_LEASE", 60.0),
+            auth_failures=_int(env, "KAZOO_VM_AUTH_FAILURES", 5, minimum=0),
+            auth_window=_float(env, "KAZOO_VM_AUTH_WINDOW", 900.0),
+            auth_backoff_max=_float(env, "KAZOO_VM_AUTH_BACKOFF_MAX", 60.0),
         )

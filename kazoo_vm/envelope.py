@@ -27,7 +27,7 @@ CORS_ALLOW_HEADERS = (
     "content-type, depth, user-agent, x-http-method-override, x-file-size, x-requested-with, "
     "if-modified-since, x-file-name, cache-control, x-auth-token, x-kazoo-cluster-id, if-match"
 )
-CORS_EXPOSE_HEADERS = "content-type, x-auth-token, x-request-id, x-kazoo-cluster-id, location, etag"
+CORS_EXPOSE_HEADERS = "content-type, x-auth-token, x-request-id, x-kazoo-cluster-id, location, etag, retry-after"
 CORS_METHODS = "OPTIONS, GET, PUT, POST, PATCH, DELETE"
 
 

@@ -111,6 +111,19 @@ class InvalidCredentials(ApiError):
         self.expired = expired
 
 
+class TooManyRequests(ApiError):
+    """429: too many failed logins from this address lately (kazoo_vm's own; crossbar has
+    no such limit). ``Retry-After`` and ``data.retry_after`` say in how many seconds to
+    try again; until then credentials from there are not checked."""
+
+    status = 429
+    message = "too_many_requests"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__({"message": "too many failed logins", "retry_after": retry_after})
+        self.headers["Retry-After"] = str(retry_after)
+
+
 class Forbidden(ApiError):
     status = 403
     message = "forbidden"

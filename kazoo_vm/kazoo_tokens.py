@@ -119,6 +119,21 @@ def public_key_from_pem(pem: bytes) -> RSAPublicKey | None:
     return private.public_key()
 
 
+def split_basic(encoded: str) -> tuple[str, str]:
+    """``(account_id, credentials)`` of ``base64(account_id:credentials)``;
+    InvalidCredentials when it is not that."""
+    if len(encoded) > 1024:
+        raise InvalidCredentials()
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode()
+    except (binascii.Error, ValueError):
+        raise InvalidCredentials() from None
+    account_id, colon, credentials = decoded.partition(":")
+    if not colon or not naming.is_account_id(account_id) or not credentials:
+        raise InvalidCredentials()
+    return account_id, credentials
+
+
 def _is_time(expiry: Any) -> bool:
     return isinstance(expiry, int | float) and not isinstance(expiry, bool)
 
@@ -288,15 +303,7 @@ class KazooCredentials:
 
     async def verify_basic(self, encoded: str) -> KazooIdentity:
         """The user of ``base64(account_id:credentials)``; InvalidCredentials otherwise."""
-        if len(encoded) > 1024:
-            raise InvalidCredentials()
-        try:
-            decoded = base64.b64decode(encoded, validate=True).decode()
-        except (binascii.Error, ValueError):
-            raise InvalidCredentials() from None
-        account_id, colon, credentials = decoded.partition(":")
-        if not colon or not naming.is_account_id(account_id) or not credentials:
-            raise InvalidCredentials()
+        account_id, credentials = split_basic(encoded)
         method = await self._basic_type(account_id)
         if method in ("md5", "sha"):
             if not HEX_CREDENTIALS.match(credentials):

@@ -110,7 +110,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if match_info.http_exception is not None:
         raise match_info.http_exception
     if match_info.handler not in request.app[appkeys.PUBLIC_HANDLERS]:
-        context = await authenticate(request, request.app[appkeys.ISSUER])
+        context = await authenticate(request, request.app[appkeys.ISSUER], request.app[appkeys.THROTTLE])
         request[AUTH] = context
         request[envelope.AUTH_TOKEN] = context.token
         account_id = match_info.get("account_id")

@@ -41,7 +41,7 @@ class Op:
     ``@audio``/``@zip``/``@json`` for answers without envelope, ``@none`` for an
     operation that only ever answers 404. ``body``: a key of
     :data:`BODIES`. ``query``: keys of :data:`QUERY`. ``errors``: statuses besides those
-    the path implies (401 unless public; 403, 404 under an account; 404 for any id; 405
+    the path implies (401 and 429 unless public; 403, 404 under an account; 404 for any id; 405
     where a box or message id can collide with a literal segment; 503 with storage)."""
 
     summary: str
@@ -60,8 +60,10 @@ _HOOKS = _ACC + "/webhooks"
 _HOOK = _HOOKS + "/{webhook_id}"
 _GONE = Op("Kazoo's 404 `not_found`: kazoo_vm has no such resource", "@none")
 OPERATIONS: dict[tuple[str, str], Op] = {
-    ("PUT", "/v2/api_auth"): Op("A token for an account API key", "auth", 201, "api_key", errors="400 401 415 503"),
-    ("PUT", "/v2/user_auth"): Op("A token for user credentials", "auth", 201, "user_auth", errors="400 401 415 503"),
+    ("PUT", "/v2/api_auth"): Op("A token for an account API key", "auth", 201, "api_key",
+                                errors="400 401 415 429 503"),
+    ("PUT", "/v2/user_auth"): Op("A token for user credentials", "auth", 201, "user_auth",
+                                 errors="400 401 415 429 503"),
     ("GET", "/v2/auth/tokeninfo"): Op("What a token stands for", "auth", query="token", errors="401 404 503"),
     ("POST", "/v2/auth/tokeninfo"): Op("What a token stands for", "auth", body="token", errors="400 401 404 415 503"),
     ("GET", _ACC): Op("Fetch the account", "account"),
@@ -140,6 +142,8 @@ STATUS_TEXT = {
     409: "The document changed meanwhile (`datastore_conflict`)",
     415: "The request body is neither JSON nor a form, nor audio or multipart for an upload "
          "(`unsupported_media_type`; `data.accepted` lists the types read)",
+    429: "Too many failed logins (`user_auth`, `api_auth`, Basic) from this address lately "
+         "(`too_many_requests`): the credentials were not checked; retry after `Retry-After` seconds",
     503: "CouchDB does not answer (`datastore_unreachable`)",
 }
 
@@ -396,7 +400,10 @@ def _error_response(status: int) -> Json:
         refine["data"] = {"type": "object", "additionalProperties": {
             "type": "object", "additionalProperties": _object({"message": _string()}, ["message"])}}
     schema = {"allOf": [_ref("error_envelope"), {"type": "object", "properties": refine}]}
-    return {"description": STATUS_TEXT[status], "headers": dict(REQUEST_ID),
+    headers = dict(REQUEST_ID)
+    if status == 429:
+        headers["Retry-After"] = _header("Seconds to wait before the next login", required=True)
+    return {"description": STATUS_TEXT[status], "headers": headers,
             "content": {"application/json": {"schema": schema}}}
 
 
@@ -439,7 +446,7 @@ def _success(method: str, path: str, op: Op) -> Json:
 
 
 def _statuses(path: str, op: Op, public: bool) -> list[int]:
-    implied = set() if public else {401, 503}
+    implied = set() if public else {401, 429, 503}  # 429: Basic credentials
     if "{account_id}" in path:
         implied |= {403, 404}
     if "{vmbox_id}" in path or "{message_id}" in path:

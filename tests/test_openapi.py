@@ -70,7 +70,7 @@ async def test_paths_parameters_and_bodies(client: Client) -> None:
     patterns = {parameter["name"]: parameter["schema"].get("pattern") for parameter in get_box["parameters"]}
     assert patterns == {"account_id": "^[0-9a-f]{32}$",
                         "vmbox_id": "^(?!messages$)(?!.*[.][.])[0-9A-Za-z][0-9A-Za-z_\\-.]{0,127}$"}
-    assert sorted(get_box["responses"]) == ["200", "401", "403", "404", "405", "503"]
+    assert sorted(get_box["responses"]) == ["200", "401", "403", "404", "405", "429", "503"]
     assert get_box["responses"]["404"] == {"$ref": "#/components/responses/error_404"}
     body = operations[("PUT", "/v2/accounts/{account_id}/vmboxes")]["requestBody"]["content"]["application/json"]
     assert body["schema"]["properties"]["data"] == {"$ref": "#/components/schemas/vmboxes"}
@@ -156,6 +156,10 @@ async def test_real_answers_have_the_documented_shapes(api: Api, vmbox: dict[str
         ("PUT", boxes, 400, await api.put("/vmboxes", {"name": ""})),
         ("GET", boxes, 401, await api.get("/vmboxes", token="not.a.token")),
     ]
+    for _ in range(api.client.app[appkeys.CONFIG].auth_failures + 1):
+        refused = await api.put("/v2/api_auth", {"api_key": "not-a-key"}, token="")
+    checks.append(("PUT", "/v2/api_auth", 429, refused))
+    assert refused.headers["Retry-After"].isdigit()
     for method, path, status, reply in checks:
         assert reply.status == status, reply.body
         _validator(document, method, path, status).validate(reply.json)

@@ -8,8 +8,10 @@ from typing import Any
 from aiohttp import web
 
 from .. import appkeys, envelope
+from ..documents import alphanum_name
 from ..errors import InvalidCredentials, validation_error
 from ..storage.errors import NotFound
+from ..throttle import client_address
 from .common import payload, services
 
 CREDENTIALS = re.compile(r"^[0-9a-fA-F]{32}\Z|^[0-9a-fA-F]{40}\Z")
@@ -43,14 +45,15 @@ async def api_auth(request: web.Request) -> web.Response:
     api_key = body.data.get("api_key") if isinstance(body.data, dict) else None
     if not isinstance(api_key, str) or not api_key:
         raise validation_error("api_key", "required", "Field is required but missing", value="api_key")
-    if len(api_key) > 256:
+    with request.app[appkeys.THROTTLE].attempt(client_address(request), [("api_key", "*")]):
+        if len(api_key) > 256:
+            raise InvalidCredentials()
+        for account_id in await services(request).accounts.by_api_key(api_key):
+            try:
+                return await _respond(request, account_id, None, "cb_api_auth")
+            except NotFound:
+                continue
         raise InvalidCredentials()
-    for account_id in await services(request).accounts.by_api_key(api_key):
-        try:
-            return await _respond(request, account_id, None, "cb_api_auth")
-        except NotFound:
-            continue
-    raise InvalidCredentials()
 
 
 async def user_auth(request: web.Request) -> web.Response:
@@ -60,18 +63,29 @@ async def user_auth(request: web.Request) -> web.Response:
     if not isinstance(credentials, str) or not CREDENTIALS.match(credentials):
         raise validation_error("credentials", "required", "Field is required but missing", value="credentials")
     method = "sha" if data.get("method") in ("sha", "sha1") or len(credentials) == 40 else "md5"
-    storage = services(request)
-    candidates: list[str] = []
-    for field, lookup in (("account_name", storage.accounts.by_name), ("account_realm", storage.accounts.by_realm),
-                          ("realm", storage.accounts.by_realm)):
+    given: dict[str, str] = {}  # the account, by its name or realm
+    for field in ("account_name", "account_realm", "realm"):
         value = data.get(field)
         if isinstance(value, str) and value and len(value) <= 256:
-            candidates.extend(await lookup(value))
+            given[field] = value
+    # Failures count under each account named, as the lookups read it.
+    names = [("name", alphanum_name(value)) if field == "account_name" else ("realm", value.lower())
+             for field, value in given.items()]
+    with request.app[appkeys.THROTTLE].attempt(client_address(request), names):
+        return await _user_auth(request, given, credentials.lower(), method)
+
+
+async def _user_auth(request: web.Request, given: dict[str, str], credentials: str, method: str) -> web.Response:
+    storage = services(request)
+    candidates: list[str] = []
+    for field, value in given.items():
+        lookup = storage.accounts.by_name if field == "account_name" else storage.accounts.by_realm
+        candidates.extend(await lookup(value))
     if not candidates:
         raise InvalidCredentials()
     for account_id in dict.fromkeys(candidates):
         try:
-            owner_id = await storage.users.by_credentials(account_id, credentials.lower(), method)
+            owner_id = await storage.users.by_credentials(account_id, credentials, method)
         except NotFound:  # an account left in the index whose database is gone
             continue
         if owner_id is not None:

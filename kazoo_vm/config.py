@@ -34,6 +34,20 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, not {raw!r}") from None
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated addresses or networks (``10.0.0.1``, ``10.0.0.0/8``), checked."""
+    import ipaddress
+
+    found = []
+    for item in (env.get(name) or "").split(","):
+        if item.strip():
+            try:
+                found.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+            except ValueError:
+                raise SystemExit(f"{name}: {item.strip()!r} is not an address or a network") from None
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Config:
     couch_url: str | None = None
@@ -72,6 +86,7 @@ class Config:
     auth_failures: int = 5
     auth_window: float = 900.0
     auth_backoff_max: float = 60.0
+    trusted_proxies: tuple[str, ...] = ()
 
     @property
     def retention_seconds(self) -> int:
@@ -114,4 +129,5 @@ class Config:
             auth_failures=_int(env, "KAZOO_VM_AUTH_FAILURES", 5, minimum=0),
             auth_window=_float(env, "KAZOO_VM_AUTH_WINDOW", 900.0),
             auth_backoff_max=_float(env, "KAZOO_VM_AUTH_BACKOFF_MAX", 60.0),
+            trusted_proxies=_networks(env, "KAZOO_VM_TRUSTED_PROXIES"),
         )

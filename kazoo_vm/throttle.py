@@ -12,9 +12,9 @@ get 429 with ``Retry-After`` and their credentials are not checked at all.
   block a user's own address; a login that succeeds clears its address's count for the
   account it named (not the address's own count: a client that owns one account could
   otherwise reset it between guesses at others).
-* The address is the TCP peer's. ``X-Forwarded-For`` is not read: kazoo_vm has no notion
-  of a trusted proxy, and a client could name any address there. Behind a reverse proxy
-  every client has the proxy's address. IPv6 addresses count per /64 (what one host
+* The address is the TCP peer's; ``X-Forwarded-For`` is read only from the proxies
+  ``KAZOO_VM_TRUSTED_PROXIES`` names (anyone else could name any address there). Behind
+  a reverse proxy that is not named, every client has the proxy's address. IPv6 addresses count per /64 (what one host
   usually gets).
 * Checks running at once count too: a key that has failed lets no more run together
   than the failures it has left (at least one), a fresh key BURST_FACTOR times its
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from . import appkeys
 from .config import Config
 from .errors import InvalidCredentials, TooManyRequests
 
@@ -55,8 +56,34 @@ class _Count:
 
 
 def client_address(request: web.Request) -> str:
-    """Who sent ``request``, for counting: its TCP peer (see :func:`address_key`)."""
-    return address_key(request.remote or "")
+    """Who sent ``request``, for counting (see :func:`address_key`): its TCP peer; when
+    that is a trusted proxy (``KAZOO_VM_TRUSTED_PROXIES``), the last address of
+    ``X-Forwarded-For`` that is not one (the one the first trusted proxy saw)."""
+    trusted = [ipaddress.ip_network(network) for network in request.app[appkeys.CONFIG].trusted_proxies]
+    peer = request.remote or ""
+    if trusted and _within(peer, trusted):
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
+        for hop in reversed([part.strip() for part in forwarded.split(",") if part.strip()]):
+            if not _within(hop, trusted):
+                return address_key(hop) if _is_address(hop) else address_key(peer)
+            peer = hop
+    return address_key(peer)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _within(text: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
 
 
 def address_key(peer: str) -> str:

@@ -162,6 +162,21 @@ async def test_x_forwarded_for_does_not_change_the_address(scene: Scene) -> None
     assert_throttled(await scene.user_auth("right", headers={"X-Forwarded-For": "203.0.113.9"}))
 
 
+async def test_behind_a_trusted_proxy_each_forwarded_client_counts_apart(
+        aiohttp_client: Any, config: Config, couch_url: str, services: Services, account: dict[str, Any]) -> None:
+    await services.users.create(account["_id"], username="alice", password="right")
+    clock = Clock()
+    behind = Scene(await throttled_client(aiohttp_client, replace(config, trusted_proxies=("127.0.0.0/8",)),
+                                          couch_url, clock), clock, account)
+    attacker = {"X-Forwarded-For": "203.0.113.5"}
+    for attempt in range(5):
+        assert_error(await behind.user_auth(f"wrong-{attempt}", headers=attacker), 401, "invalid_credentials")
+    assert_throttled(await behind.user_auth("right", headers=attacker))
+    # a forged left part changes nothing: the address the proxy saw is the last one
+    assert_throttled(await behind.user_auth("right", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.5"}))
+    assert (await behind.user_auth("right", headers={"X-Forwarded-For": "203.0.113.6"})).status == 201
+
+
 async def test_another_account_from_the_same_address_is_not_blocked(scene: Scene, services: Services) -> None:
     other = await make_account(services, name=f"Other {scene.account['name']}")
     await services.users.create(other["_id"], username="alice", password="right")

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from kazoo_vm import documents
 from kazoo_vm.config import Config
+from kazoo_vm.kazoo import documents
 from kazoo_vm.storage.couch import quote_db
 
 from . import client

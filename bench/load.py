@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kazoo_vm import box_message, documents
+from kazoo_vm.http.validation import SchemaStore
+from kazoo_vm.kazoo import box_message, documents, naming
 from kazoo_vm.services import Services
-from kazoo_vm.storage import design, naming
+from kazoo_vm.storage import design
 from kazoo_vm.storage.errors import NotFound, StoreFault, Unavailable
-from kazoo_vm.validation import SchemaStore
 
 BATCH_DOCS = 1_000
 BATCH_BYTES = 4_000_000

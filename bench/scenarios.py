@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from kazoo_vm import documents
-from kazoo_vm.storage import design, naming
+from kazoo_vm.kazoo import documents, naming
+from kazoo_vm.storage import design
 from kazoo_vm.storage.couch import encode_params, quote_doc
 
 from . import client, sizing

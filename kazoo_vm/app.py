@@ -11,16 +11,16 @@ from typing import Any
 from aiohttp import web
 
 from . import appkeys
-from .auth import TokenIssuer
+from .auth.access import TokenIssuer
+from .auth.throttle import LoginThrottle
 from .config import Config
-from .middleware import MAX_HEADER_SIZE, PARSER_FIELD_SIZE, auth_middleware, envelope_middleware, http_log
+from .handlers.routes import setup_routes
+from .http.middleware import MAX_HEADER_SIZE, PARSER_FIELD_SIZE, auth_middleware, envelope_middleware, http_log
+from .http.validation import SchemaStore
 from .notify.worker import Notifier
-from .routes import setup_routes
 from .services import Services
 from .storage.errors import StorageError
 from .storage.moves import STALE_AFTER
-from .throttle import LoginThrottle
-from .validation import SchemaStore
 from .webhooks.listener import Recorder, webhooks_middleware
 from .webhooks.sender import Sender
 

@@ -9,18 +9,18 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from .amqp.publisher import Publisher
-    from .auth import TokenIssuer
+    from .auth.access import TokenIssuer
+    from .auth.throttle import LoginThrottle
     from .config import Config
+    from .http.validation import SchemaStore
     from .services import Services
-    from .throttle import LoginThrottle
-    from .validation import SchemaStore
     from .webhooks.listener import Recorder
 
 CONFIG: web.AppKey[Config] = web.AppKey("config")
 SERVICES: web.AppKey[Services] = web.AppKey("services")
 SCHEMAS: web.AppKey[SchemaStore] = web.AppKey("schemas")
 ISSUER: web.AppKey[TokenIssuer] = web.AppKey("issuer")
-# Failed logins of this instance (throttle.py).
+# Failed logins of this instance (auth/throttle.py).
 THROTTLE: web.AppKey[LoginThrottle] = web.AppKey("throttle")
 # Set only with KAZOO_VM_AMQP_URL.
 AMQP: web.AppKey[Publisher] = web.AppKey("amqp")

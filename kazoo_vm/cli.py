@@ -27,8 +27,8 @@ from . import appkeys, memory
 from .app import create_app, server_options
 from .config import Config
 from .embedded_store import EmbeddedStore
+from .kazoo import naming
 from .services import Services
-from .storage import naming
 from .storage.errors import StorageError
 from .storage.replication import Target
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .documents import as_int
 from .events import DocAction, DocChanged, Events
-from .storage import naming
+from .kazoo import naming
+from .kazoo.documents import as_int
 from .storage.accounts import Accounts, Users
 from .storage.couch import Couch
 from .storage.legacy import Legacy

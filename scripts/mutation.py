@@ -30,18 +30,21 @@ COPIED = ("kazoo_vm", "tests", "schemas", "couch_views", "pyproject.toml")
 
 # The test files that reach each module (what a change to the module should be checked by).
 TESTS = {
-    "kazoo_vm/start_key.py": ["tests/test_start_key.py"],
-    "kazoo_vm/filters.py": ["tests/test_filters.py", "tests/test_vmboxes.py", "tests/test_messages.py"],
-    "kazoo_vm/box_message.py": ["tests/test_message_rules.py", "tests/test_messages.py"],
-    "kazoo_vm/documents.py": ["tests/test_vmboxes.py", "tests/test_accounts_api.py"],
-    "kazoo_vm/storage/naming.py": ["tests/test_message_rules.py", "tests/test_messages.py",
-                                   "tests/test_accounts_api.py"],
+    "kazoo_vm/kazoo/start_key.py": ["tests/test_start_key.py"],
+    "kazoo_vm/kazoo/filters.py": ["tests/test_filters.py", "tests/test_vmboxes.py", "tests/test_messages.py"],
+    "kazoo_vm/kazoo/box_message.py": ["tests/test_message_rules.py", "tests/test_messages.py"],
+    "kazoo_vm/kazoo/documents.py": ["tests/test_vmboxes.py", "tests/test_accounts_api.py"],
+    "kazoo_vm/kazoo/naming.py": ["tests/test_message_rules.py", "tests/test_messages.py", "tests/test_accounts_api.py"],
 }
 
 
 def module_path(name: str) -> str:
-    """``start_key``, ``storage/naming``, ``kazoo_vm.storage.naming`` or a path -> ``kazoo_vm/….py``."""
+    """``naming``, ``kazoo/naming``, ``kazoo_vm.kazoo.naming`` or a path -> ``kazoo_vm/….py``.
+
+    A bare name is one of Kazoo's rule modules (``kazoo_vm/kazoo/``)."""
     path = name.removesuffix(".py").replace(".", "/")
+    if "/" not in path:
+        path = f"kazoo/{path}"
     if not path.startswith("kazoo_vm/"):
         path = f"kazoo_vm/{path}"
     return f"{path}.py"
@@ -105,7 +108,7 @@ def report(workdir: Path, module: str) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("module", help="e.g. start_key or storage/naming")
+    parser.add_argument("module", help="e.g. start_key, naming or storage/coalesce")
     parser.add_argument("tests", nargs="*", help="test files (default: those listed for the module)")
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
     options = parser.parse_args()

@@ -27,8 +27,8 @@ from aiosmtpd.controller import Controller
 from kazoo_vm.app import create_app, server_options
 from kazoo_vm.config import Config
 from kazoo_vm.embedded_store import EmbeddedStore, free_port
+from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 from kazoo_vm.storage.couch import quote_db
 
 NODE_LOSS_LOCK = "node-loss.lock"

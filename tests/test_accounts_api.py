@@ -11,8 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import Api, assert_error, make_account, stored_doc
 
+from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 
 Client = TestClient[web.Request, web.Application]
 UI_METADATA = {"version": "4.3.0", "ui": "monster-ui", "origin": "auth"}

@@ -25,10 +25,10 @@ from kazoo_vm import appkeys
 from kazoo_vm.amqp.kapi import encode, fake_call_id
 from kazoo_vm.app import create_app, server_options
 from kazoo_vm.config import Config
-from kazoo_vm.documents import new_id
 from kazoo_vm.events import DocChanged, Event
+from kazoo_vm.kazoo import naming
+from kazoo_vm.kazoo.documents import new_id
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 
 pytestmark = pytest.mark.skipif(not installed(), reason="rabbitmq-server is not installed "
                                 "(Debian: apt-get install rabbitmq-server; .ci/run installs it)")

@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 from conftest import Api, build_multipart
 
-from kazoo_vm import audio_length
-from kazoo_vm.audio_length import MAX_MS, MAX_OPERATIONS, duration_ms
+from kazoo_vm.kazoo import audio_length, naming
+from kazoo_vm.kazoo.audio_length import MAX_MS, MAX_OPERATIONS, duration_ms
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 
 # MPEG-1 Layer III, 128 kbit/s, 48 kHz, mono, no CRC, no padding: 144 * 128000 / 48000 = 384
 # bytes a frame, 1152 samples = 24 ms a frame.

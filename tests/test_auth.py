@@ -17,8 +17,8 @@ from conftest import Api, assert_error, login, make_account
 
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
+from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 from kazoo_vm.storage.accounts import signing_secret
 
 Client = TestClient[web.Request, web.Application]

@@ -45,8 +45,8 @@ from conftest import Api, build_multipart, login, make_account
 
 from kazoo_vm.app import create_app, server_options
 from kazoo_vm.config import Config
+from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 from kazoo_vm.storage.couch import CouchEndpoint, quote_db
 
 PROJECT = Path(__file__).resolve().parent.parent

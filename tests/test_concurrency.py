@@ -37,8 +37,8 @@ from typing import Any
 import pytest
 from conftest import Api, Reply, build_multipart
 
+from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 from kazoo_vm.storage.couch import quote_db
 
 CLIENTS = 20

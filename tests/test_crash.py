@@ -48,13 +48,12 @@ import aiohttp
 import pytest
 from conftest import LoopbackSmtp, Reply, build_multipart, make_account, smtp_tests_lock
 
-from kazoo_vm import box_message
 from kazoo_vm.config import PROJECT_ROOT, Config
-from kazoo_vm.documents import Author, gregorian_now, stamp
 from kazoo_vm.embedded_store import free_port
+from kazoo_vm.kazoo import box_message, naming
+from kazoo_vm.kazoo.documents import Author, gregorian_now, stamp
 from kazoo_vm.notify.worker import schedule_if_wanted
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 from kazoo_vm.storage.couch import quote_db
 from kazoo_vm.storage.errors import NotFound
 from kazoo_vm.storage.messages import Audio

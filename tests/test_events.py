@@ -11,7 +11,7 @@ from conftest import Api, with_audio
 
 from kazoo_vm import appkeys
 from kazoo_vm.events import BoxesChanged, DocChanged, Event, Events, VoicemailNotice
-from kazoo_vm.storage import naming
+from kazoo_vm.kazoo import naming
 
 AUDIO = b"ID3-events" * 20
 

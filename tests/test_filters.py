@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from conftest import Api
 
+from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 
 GREGORIAN_UNIX_OFFSET = 62167219200
 OWNER_A, OWNER_B = "a" * 32, "b" * 32

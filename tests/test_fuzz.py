@@ -53,9 +53,9 @@ from schemathesis.specs.openapi.checks import (
 
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
-from kazoo_vm.openapi import routes
+from kazoo_vm.http.openapi import routes
+from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 
 FUZZ_EXAMPLES = 8  # per operation and mode: ~30 s for the module with -n 2 on a 2-core machine
 EXAMPLES = int(os.environ.get("KAZOO_VM_FUZZ_EXAMPLES") or FUZZ_EXAMPLES)

@@ -35,8 +35,8 @@ from conftest import Api, assert_error, login, make_account, stored_doc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 from kazoo_vm.storage.errors import NotFound
 
 Client = TestClient[web.Request, web.Application]

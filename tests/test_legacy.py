@@ -14,9 +14,9 @@ from conftest import Api, assert_error, stored_doc
 
 from kazoo_vm import appkeys
 from kazoo_vm.config import PROJECT_ROOT
-from kazoo_vm.documents import gregorian_now
+from kazoo_vm.kazoo import naming
+from kazoo_vm.kazoo.documents import gregorian_now
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 
 DAY = 86400
 AUDIO = b"ID3-legacy-audio" * 64

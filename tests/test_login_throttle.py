@@ -24,10 +24,10 @@ from conftest import Api, Reply, assert_error, login, make_account
 
 from kazoo_vm import appkeys
 from kazoo_vm.app import create_app, server_options
+from kazoo_vm.auth.throttle import ADDRESS_FACTOR, BURST_FACTOR, LoginThrottle, address_key
 from kazoo_vm.config import Config
 from kazoo_vm.errors import InvalidCredentials, TooManyRequests
 from kazoo_vm.services import Services
-from kazoo_vm.throttle import ADDRESS_FACTOR, BURST_FACTOR, LoginThrottle, address_key
 
 Client = TestClient[web.Request, web.Application]
 OTHER_ADDRESS = "127.0.0.2"

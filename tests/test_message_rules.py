@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from conftest import Api, assert_error
 
+from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 
 GREGORIAN_UNIX_OFFSET = 62167219200
 DAY = 86400

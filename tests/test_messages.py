@@ -26,8 +26,8 @@ from conftest import Api, Reply, assert_error, build_multipart, login
 import kazoo_vm.appkeys
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
+from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 
 GREGORIAN_UNIX_OFFSET = 62167219200
 DAY = 86400

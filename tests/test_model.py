@@ -61,8 +61,8 @@ from hypothesis.stateful import (
 
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
+from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 
 MODEL_EXAMPLES = 20
 MODEL_STEPS = 10

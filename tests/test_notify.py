@@ -19,9 +19,10 @@ from conftest import Api, LoopbackSmtp, login, smtp_tests_lock
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
 from kazoo_vm.embedded_store import free_port
+from kazoo_vm.kazoo import naming
 from kazoo_vm.notify.worker import Notifier, mark_pending
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming, notifications
+from kazoo_vm.storage import notifications
 from kazoo_vm.storage.errors import NotFound
 
 AUDIO = b"ID3" + bytes(range(256)) * 40

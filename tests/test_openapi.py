@@ -12,9 +12,10 @@ from conftest import Api
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import OpenAPIV30SpecValidator
 
-from kazoo_vm import appkeys, openapi
+from kazoo_vm import appkeys
 from kazoo_vm.app import create_app
 from kazoo_vm.config import Config
+from kazoo_vm.http import openapi
 
 Client = TestClient[web.Request, web.Application]
 
@@ -43,7 +44,7 @@ async def test_every_route_is_documented_with_its_own_row(client: Client) -> Non
     every = {(method, path) for method, path, _handler in openapi.routes(client.app)}
     assert every == set(documented)
     assert not any(path.endswith("/") for _method, path in every)  # the twins are left out
-    assert sorted(every - set(openapi.OPERATIONS)) == [], "add a row to kazoo_vm.openapi.OPERATIONS"
+    assert sorted(every - set(openapi.OPERATIONS)) == [], "add a row to kazoo_vm.http.openapi.OPERATIONS"
     assert sorted(set(openapi.OPERATIONS) - every) == [], "an OPERATIONS row has no route"
 
 

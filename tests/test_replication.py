@@ -19,10 +19,10 @@ from conftest import Api, login
 
 from kazoo_vm.app import create_app
 from kazoo_vm.config import PROJECT_ROOT, Config
-from kazoo_vm.documents import GREGORIAN_UNIX_OFFSET, gregorian_now
 from kazoo_vm.embedded_store import EmbeddedStore
+from kazoo_vm.kazoo import naming
+from kazoo_vm.kazoo.documents import GREGORIAN_UNIX_OFFSET, gregorian_now
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 from kazoo_vm.storage.errors import StoreFault
 from kazoo_vm.storage.replication import Target
 

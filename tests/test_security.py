@@ -9,7 +9,7 @@
   CouchDB: hostile ids are 404 and no CouchDB request carries them;
 * request limits answer with a Kazoo error: body size (400 ``maxSize``), multipart part
   count (400 ``maxItems``), ZIP message count (400 ``maxItems``); ``page_size`` above the
-  maximum (``kazoo_vm.listing.MAX_PAGE_SIZE``, 10,000) is capped, not refused;
+  maximum (``kazoo_vm.http.listing.MAX_PAGE_SIZE``, 10,000) is capped, not refused;
 * a client sending its body (or headers) very slowly is cut off — currently NOT the
   case (product gap, strict xfail below).
 """
@@ -34,13 +34,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import Api, Reply, assert_error, login, make_account
 
-from kazoo_vm import appkeys, listing
+from kazoo_vm import appkeys
 from kazoo_vm.config import Config
-from kazoo_vm.documents import gregorian_now
 from kazoo_vm.handlers.messages_zip import MAX_ZIP_MESSAGES
-from kazoo_vm.payload import MAX_PARTS
+from kazoo_vm.http import listing
+from kazoo_vm.http.payload import MAX_PARTS
+from kazoo_vm.kazoo import naming
+from kazoo_vm.kazoo.documents import gregorian_now
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 from kazoo_vm.storage.accounts import signing_secret
 from kazoo_vm.storage.couch import Couch, quote_db
 from kazoo_vm.storage.errors import NotFound

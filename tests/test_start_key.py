@@ -1,4 +1,4 @@
-"""Tests for kazoo_vm.start_key (Kazoo-compatible next_start_key codec)."""
+"""Tests for kazoo_vm.kazoo.start_key (Kazoo-compatible next_start_key codec)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kazoo_vm.start_key import (
+from kazoo_vm.kazoo.start_key import (
     MAX_DEPTH,
     JSONValue,
     StartKey,

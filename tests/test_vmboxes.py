@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from conftest import Api, Reply, assert_error, stored_doc
 
+from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
-from kazoo_vm.storage import naming
 from kazoo_vm.storage.errors import NotFound
 
 GREGORIAN_UNIX_OFFSET = 62167219200

@@ -11,7 +11,7 @@ replication targets) are no Kazoo data and no Kazoo cache holds them.
 from __future__ import annotations
 
 from ..events import DocChanged
-from ..storage import naming
+from ..kazoo import naming
 from .kapi import Origin, Outgoing, doc_event
 
 # kazoo_data's default ``change_notice_exclude_types``.

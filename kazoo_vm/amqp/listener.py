@@ -19,8 +19,8 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 
+from ..kazoo import naming
 from ..services import Services
-from ..storage import naming
 from . import kapi
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..documents import as_dict, gregorian_now
+from ..kazoo.documents import as_dict, gregorian_now
 from ..services import Services
 from ..storage.accounts import system_config
 from ..storage.errors import NotFound

@@ -15,8 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import appkeys, envelope
-from ..documents import as_int, gregorian_now, private_fields, public_fields, stamp, to_response
+from .. import appkeys
 from ..errors import (
     ApiError,
     BadIdentifier,
@@ -26,7 +25,9 @@ from ..errors import (
     ValidationError,
     validation_error,
 )
-from ..storage import naming
+from ..http import envelope
+from ..kazoo import naming
+from ..kazoo.documents import as_int, gregorian_now, private_fields, public_fields, stamp, to_response
 from ..storage.accounts import credentials_hashes
 from ..storage.errors import Conflict, NotFound
 from .auth import _auth_data

@@ -7,11 +7,12 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import appkeys, envelope
-from ..documents import alphanum_name
+from .. import appkeys
+from ..auth.throttle import client_address
 from ..errors import InvalidCredentials, validation_error
+from ..http import envelope
+from ..kazoo.documents import alphanum_name
 from ..storage.errors import NotFound
-from ..throttle import client_address
 from .common import payload, services
 
 CREDENTIALS = re.compile(r"^[0-9a-fA-F]{32}\Z|^[0-9a-fA-F]{40}\Z")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .. import appkeys, envelope
-from ..auth import AUTH
+from .. import appkeys
+from ..auth.access import AUTH
 from ..config import Config
-from ..documents import Author
-from ..payload import Payload, read_payload
+from ..http import envelope
+from ..http.payload import Payload, read_payload
+from ..kazoo.documents import Author
 from ..services import Services
 
 

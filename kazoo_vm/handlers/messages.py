@@ -9,17 +9,19 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import appkeys, audio_length, box_message, envelope, filters
-from ..auth import ACCOUNT
-from ..documents import as_dict, gregorian_now, stamp
+from .. import appkeys
+from ..auth.access import ACCOUNT
 from ..errors import BadIdentifier, DatastoreConflict, ValidationError, from_storage, validation_error
 from ..events import CROSSBAR_ACTION, BoxesChanged, NoticeName, VoicemailNotice
-from ..listing import listing_params, page_envelope
+from ..http import envelope
+from ..http.listing import listing_params, page_envelope
+from ..http.payload import Payload, UploadedFile, read_upload
+from ..http.sending import send_body
+from ..kazoo import audio_length, box_message, filters, naming
+from ..kazoo.documents import as_dict, gregorian_now, stamp
+from ..kazoo.start_key import StartKey
 from ..notify.worker import notify_of, schedule_if_wanted
-from ..payload import Payload, UploadedFile, read_upload
-from ..sending import send_body
-from ..start_key import StartKey
-from ..storage import legacy, naming
+from ..storage import legacy
 from ..storage.errors import Conflict, NotFound, StorageError, Unavailable
 from ..storage.messages import Audio, AudioStream, Located, window
 from ..storage.paging import page_in_memory

@@ -16,11 +16,12 @@ from typing import Any
 from aiohttp import web
 from stream_zip import NO_COMPRESSION_32
 
-from .. import box_message, envelope
 from ..errors import BadIdentifier, validation_error
-from ..sending import send_body
+from ..http import envelope
+from ..http.sending import send_body
+from ..http.zip_stream import stream_zip_async
+from ..kazoo import box_message
 from ..storage.messages import Located
-from ..zip_stream import stream_zip_async
 from .common import config, payload, services
 from .messages import NO_MESSAGES, _box, _ids, _timezone
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .. import openapi
+from ..http import openapi
 
 
 async def get_openapi(request: web.Request) -> web.Response:

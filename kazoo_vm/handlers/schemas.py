@@ -17,9 +17,10 @@ import re
 
 from aiohttp import web
 
-from .. import appkeys, envelope
+from .. import appkeys
 from ..errors import BadIdentifier, ValidationError
-from ..validation import SchemaStore
+from ..http import envelope
+from ..http.validation import SchemaStore
 from .common import payload
 
 NAME = re.compile(r"^[A-Za-z0-9_.\-]+\Z")

@@ -8,17 +8,18 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import appkeys, envelope, filters
-from ..documents import as_int, gregorian_now, new_id, private_fields, public_fields, stamp, to_response
+from .. import appkeys
 from ..errors import BadIdentifier, DatastoreConflict, ValidationError, ValidationErrors
 from ..events import CROSSBAR_ACTION, BoxesChanged, VoicemailNotice
-from ..listing import listing_params, page_envelope
-from ..payload import Payload
-from ..storage import naming
+from ..http import envelope
+from ..http.listing import listing_params, page_envelope
+from ..http.payload import Payload
+from ..http.validation import add_error
+from ..kazoo import filters, naming
+from ..kazoo.documents import as_int, gregorian_now, new_id, private_fields, public_fields, stamp, to_response
 from ..storage.errors import Conflict, NotFound
 from ..storage.messages import window
 from ..storage.vmboxes import mailbox_number
-from ..validation import add_error
 from .common import author, config, location, payload, services
 
 SCHEMA = "vmboxes"

@@ -7,15 +7,16 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import appkeys, envelope, filters
-from ..documents import gregorian_now, new_id, private_fields, public_fields, stamp, to_response
+from .. import appkeys
 from ..errors import BadIdentifier, DatastoreConflict, ValidationError
-from ..listing import listing_params, page_envelope
-from ..payload import Payload
-from ..storage import naming
+from ..http import envelope
+from ..http.listing import listing_params, page_envelope
+from ..http.payload import Payload
+from ..http.validation import add_error
+from ..kazoo import filters, naming
+from ..kazoo.documents import gregorian_now, new_id, private_fields, public_fields, stamp, to_response
 from ..storage.errors import Conflict, NotFound
 from ..storage.webhooks import PVT_TYPE
-from ..validation import add_error
 from ..webhooks import hooks
 from .common import author, config, location, payload, services
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from .. import box_message
+from ..kazoo import box_message
 from ..storage.messages import Audio
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"

@@ -18,12 +18,11 @@ from typing import Any
 
 import aiosmtplib
 
-from .. import box_message
 from ..config import Config
-from ..documents import as_dict, gregorian_now
 from ..events import VoicemailNotice
+from ..kazoo import box_message, naming
+from ..kazoo.documents import as_dict, gregorian_now
 from ..services import Services
-from ..storage import naming
 from ..storage.errors import Conflict, NotFound, StorageError
 from . import email
 from .smtp import Relay

@@ -11,8 +11,8 @@ import hashlib
 import secrets
 from typing import Any
 
-from .. import documents
-from . import design, naming
+from ..kazoo import documents, naming
+from . import design
 from .couch import quote_db
 from .errors import Conflict, NotFound
 from .store import Store

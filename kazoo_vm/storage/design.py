@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..documents import as_dict
+from ..kazoo.documents import as_dict
 from .couch import Couch
 from .errors import Conflict, NotFound
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import box_message
-from . import design, naming
+from ..kazoo import box_message, naming
+from . import design
 from .errors import Conflict, NotFound
 from .messages import Located, Messages
 from .store import Store

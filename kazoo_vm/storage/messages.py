@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from ..box_message import is_moving
-from ..documents import as_dict, as_int
-from ..start_key import StartKey
-from . import design, naming
+from ..kazoo import naming
+from ..kazoo.box_message import is_moving
+from ..kazoo.documents import as_dict, as_int
+from ..kazoo.start_key import StartKey
+from . import design
 from .couch import Attachment, Couch
 from .errors import Conflict, NotFound
 from .paging import Page, RowFilter, ViewRange, read_page

@@ -29,9 +29,9 @@ import secrets
 import time
 from typing import Any
 
-from ..box_message import MOVE_CLAIM
-from ..documents import as_dict
-from . import naming
+from ..kazoo import naming
+from ..kazoo.box_message import MOVE_CLAIM
+from ..kazoo.documents import as_dict
 from .couch import Couch
 from .errors import Conflict, NotFound, StorageError
 from .messages import PVT_TYPE as MESSAGE_TYPE

@@ -14,7 +14,8 @@ import contextlib
 import time
 from typing import Any
 
-from . import design, naming
+from ..kazoo import naming
+from . import design
 from .errors import Conflict, NotFound
 from .store import OwnDatabase
 

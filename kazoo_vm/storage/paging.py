@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..start_key import StartKey
+from ..kazoo.start_key import StartKey
 from .couch import Couch, QueryValue
 from .errors import NotFound, StoreFault
 

@@ -27,8 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .. import documents
-from . import naming
+from ..kazoo import documents, naming
 from .couch import Couch, quote_db
 from .errors import Conflict, NotFound, StorageError, StoreFault
 from .store import Store

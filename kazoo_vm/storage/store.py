@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from . import design, naming
+from ..kazoo import naming
+from . import design
 from .couch import Couch
 from .design import Designs
 from .errors import NotFound

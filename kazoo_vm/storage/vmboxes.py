@@ -6,8 +6,8 @@ import decimal
 import re
 from typing import Any
 
-from ..documents import as_int
-from ..start_key import StartKey
+from ..kazoo.documents import as_int
+from ..kazoo.start_key import StartKey
 from . import design
 from .errors import Conflict, NotFound
 from .paging import Page, RowFilter, ViewRange, read_page

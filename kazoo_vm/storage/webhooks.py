@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..start_key import StartKey
+from ..kazoo.start_key import StartKey
 from . import design
 from .errors import Conflict, NotFound
 from .paging import Page, RowFilter, ViewRange, read_page

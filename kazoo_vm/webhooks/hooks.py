@@ -7,11 +7,11 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from ..documents import as_dict
 from ..errors import ValidationErrors
 from ..events import DocChanged, VoicemailNotice
-from ..storage import naming
-from ..validation import add_error
+from ..http.validation import add_error
+from ..kazoo import naming
+from ..kazoo.documents import as_dict
 
 OBJECT = "object"
 NOTIFICATIONS = "notifications"

@@ -26,8 +26,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .. import appkeys
-from ..envelope import NODE
 from ..events import DocChanged, Event, VoicemailNotice
+from ..http.envelope import NODE
 from ..services import Services
 from ..storage.errors import NotFound, StorageError
 from . import hooks

@@ -41,11 +41,11 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
-from .errors import InvalidCredentials
-from .services import Services
-from .storage import naming
-from .storage.accounts import system_config, system_key_pem
-from .storage.errors import NotFound
+from ..errors import InvalidCredentials
+from ..kazoo import naming
+from ..services import Services
+from ..storage.accounts import system_config, system_key_pem
+from ..storage.errors import NotFound
 
 KAZOO_ISSUER = "kazoo"
 ALGORITHMS = ("RS256", "RS384", "RS512")

@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from . import appkeys
-from .handlers import accounts, auth, messages, messages_zip, openapi, schemas, vmboxes, webhooks
+from .. import appkeys
+from . import accounts, auth, messages, messages_zip, openapi, schemas, vmboxes, webhooks
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from . import appkeys
-from .config import Config
-from .errors import InvalidCredentials, TooManyRequests
+from .. import appkeys
+from ..config import Config
+from ..errors import InvalidCredentials, TooManyRequests
 
 ADDRESS_FACTOR = 10
 BURST_FACTOR = 4

@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from . import __version__
-from .errors import ApiError
+from .. import __version__
+from ..errors import ApiError
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 AUTH_TOKEN: web.RequestKey[str] = web.RequestKey("auth_token", str)

@@ -18,8 +18,8 @@ from jsonschema.exceptions import ValidationError as SchemaError
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
-from .config import SCHEMAS_DIR
-from .errors import ValidationErrors
+from ..config import SCHEMAS_DIR
+from ..errors import ValidationErrors
 
 Json = Any
 

@@ -17,8 +17,8 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from . import appkeys
-from .errors import BodyTimeout, UnsupportedMediaType, ValidationError, max_size_error, validation_error
+from .. import appkeys
+from ..errors import BodyTimeout, UnsupportedMediaType, ValidationError, max_size_error, validation_error
 
 JSON_TYPES = frozenset({"application/json", "application/x-json", "text/json", "text/plain", ""})
 FORM_TYPE = "application/x-www-form-urlencoded"

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from . import naming
 from .documents import GREGORIAN_UNIX_OFFSET, as_dict, as_int
-from .storage import naming
 
 PVT_TYPE = "mailbox_message"
 # The claim a move writes on the message it moves (kazoo_vm's, not Kazoo's): the id of

@@ -10,8 +10,9 @@ from collections.abc import AsyncGenerator
 
 from aiohttp import web
 
-from . import appkeys, envelope
-from .storage.errors import StorageError
+from .. import appkeys
+from ..storage.errors import StorageError
+from . import envelope
 
 log = logging.getLogger(__name__)
 

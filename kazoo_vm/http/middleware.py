@@ -16,9 +16,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 
-from . import appkeys, envelope
-from .auth import ACCOUNT, AUTH, authenticate, authorize_account
-from .errors import (
+from .. import appkeys
+from ..auth.access import ACCOUNT, AUTH, authenticate, authorize_account
+from ..errors import (
     ApiError,
     HeaderTooLarge,
     InvalidMethod,
@@ -27,7 +27,8 @@ from .errors import (
     from_storage,
     max_size_error,
 )
-from .storage.errors import StorageError
+from ..storage.errors import StorageError
+from . import envelope
 
 log = logging.getLogger(__name__)
 REQUEST_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}\Z")

@@ -26,8 +26,9 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__, appkeys, envelope
-from .storage import naming
+from .. import __version__, appkeys
+from ..kazoo import naming
+from . import envelope
 
 Json = dict[str, Any]
 OPENAPI_VERSION = "3.0.3"

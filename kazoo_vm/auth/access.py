@@ -15,14 +15,14 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from .config import Config
-from .errors import BadIdentifier, Forbidden, InvalidAccountId, InvalidCredentials
+from ..config import Config
+from ..errors import BadIdentifier, Forbidden, InvalidAccountId, InvalidCredentials
+from ..kazoo import naming
+from ..services import Services
+from ..storage.accounts import signing_secret
+from ..storage.errors import NotFound
+from ..storage.ttl_cache import TtlCache
 from .kazoo_tokens import KazooCredentials, split_basic
-from .services import Services
-from .storage import naming
-from .storage.accounts import signing_secret
-from .storage.errors import NotFound
-from .storage.ttl_cache import TtlCache
 from .throttle import LoginThrottle, client_address
 
 ISSUER_NAME = "kazoo_vm"
@@ -123,7 +123,7 @@ def basic_from(request: web.Request) -> str | None:
 
 
 def _basic_names(encoded: str) -> list[tuple[str, str]]:
-    """What Basic credentials are counted under when they fail (throttle.py): their account."""
+    """What Basic credentials are counted under when they fail (auth/throttle.py): their account."""
     try:
         return [("account", split_basic(encoded)[0])]
     except InvalidCredentials:

@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import FaultyRequest
+from ..errors import FaultyRequest
+from ..kazoo.start_key import StartKey, decode_start_key, encode_start_key
 from .payload import Payload
-from .start_key import StartKey, decode_start_key, encode_start_key
 
 MAX_PAGE_SIZE = 10_000
 

@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by the handlers: middleware, envelopes, payloads, validation, listings."""

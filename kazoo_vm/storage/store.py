@@ -65,10 +65,13 @@ class Store:
         return [db for db, exists in zip(candidates, found, strict=True) if exists]
 
     async def _opened(self, db: str) -> bool:
+        mark = self._missing.mark()
         try:
             await self.designs.ensure(db, design.MAILBOX_MESSAGES)
         except NotFound:
-            self._missing.put(db, True)
+            # not remembered when this process made a MODB meanwhile (the probe may
+            # have been answered before it existed)
+            self._missing.put(db, True, since=mark)
             return False
         return True
 
@@ -81,11 +84,11 @@ class Store:
         db = naming.modb(account_id, year, month)
         try:
             if self._missing.get(db):
-                self._missing.forget(db)
                 raise NotFound(db)
             await self.designs.ensure(db, design.MAILBOX_MESSAGES)
         except NotFound:
             created = await self.couch.create_db(db)
+            self._missing.forget(db)
             await self.designs.ensure(db, design.MAILBOX_MESSAGES)
             if created:
                 for hook in self.modb_created:

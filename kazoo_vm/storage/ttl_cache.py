@@ -4,6 +4,10 @@ Several instances share one CouchDB, so what one instance remembers can be stale
 another's writes: every entry is kept at most ``ttl`` seconds (0 keeps nothing), and
 the instance that writes forgets its own entry at once. The size is bounded: the
 oldest entries go first.
+
+A read that was sent before a write and answers after it holds what was there before the
+write: ``put(..., since=cache.mark())`` with the mark taken before the read keeps nothing
+when anything was forgotten meanwhile, so a write counts at once for this instance.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ class TtlCache(Generic[K, V]):
         self.ttl = ttl
         self._size = size
         self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._forgotten = 0  # how many forgets so far: the mark of ``put(since=…)``
 
     def get(self, key: K) -> V | None:
         """The value remembered for ``key`` if it is younger than the TTL."""
@@ -33,8 +38,14 @@ class TtlCache(Generic[K, V]):
             return None
         return entry[1]
 
-    def put(self, key: K, value: V) -> None:
-        if self.ttl <= 0:
+    def mark(self) -> int:
+        """To take before a read whose answer may be put (see ``put``)."""
+        return self._forgotten
+
+    def put(self, key: K, value: V, *, since: int | None = None) -> None:
+        """Remember ``value``; with ``since`` (a ``mark()``), only if nothing was forgotten
+        since that mark (the value may predate a write)."""
+        if self.ttl <= 0 or (since is not None and since != self._forgotten):
             return
         self._entries.pop(key, None)
         self._entries[key] = (time.monotonic() + self.ttl, value)
@@ -42,7 +53,9 @@ class TtlCache(Generic[K, V]):
             self._entries.popitem(last=False)
 
     def forget(self, key: K) -> None:
+        self._forgotten += 1
         self._entries.pop(key, None)
 
     def clear(self) -> None:
+        self._forgotten += 1
         self._entries.clear()

@@ -45,11 +45,9 @@ class Vmboxes:
         self._couch = store.couch
         # Live boxes read for creating messages, kept ``cache_ttl`` seconds so that a
         # message create is one CouchDB write; this process's own box writes forget them.
+        # A read during one of this process's box writes (each forgets the box when it
+        # starts and when it ends) may hold the box as it was before: it is not kept.
         self._recent: TtlCache[tuple[str, str], dict[str, Any]] = TtlCache(cache_ttl)
-        # Counts this process's box writes (each bumps it when it starts and when it ends):
-        # a read that saw the count change while it ran may hold the box as it was before
-        # the write, so it is not cached.
-        self._writes = 0
 
     async def fetch(self, account_id: str, box_id: str, *, deleted_ok: bool = False,
                     cached: bool = False) -> dict[str, Any]:
@@ -62,7 +60,7 @@ class Vmboxes:
             doc = self._recent.get(key)
             if doc is not None:
                 return doc
-        writes_before = self._writes
+        mark = self._recent.mark()
         db = await self._store.account_db(account_id)
         doc = await self._couch.get_doc(db, box_id, conflicts=True)
         if doc.get("pvt_type", PVT_TYPE) != PVT_TYPE or (doc.get("pvt_deleted") and not deleted_ok):
@@ -70,14 +68,13 @@ class Vmboxes:
             raise NotFound(box_id)
         if doc.get("pvt_deleted"):
             self._recent.forget(key)
-        elif self._writes == writes_before:
-            self._recent.put(key, doc)
+        else:
+            self._recent.put(key, doc, since=mark)
         return doc
 
     def forget(self, account_id: str, box_id: str) -> None:
         """Drop this process's cached copy (before and after a write of the box); reads
         in flight meanwhile are not cached."""
-        self._writes += 1
         self._recent.forget((account_id, box_id))
 
     async def fetch_many(self, account_id: str, box_ids: list[str]) -> dict[str, dict[str, Any]]:

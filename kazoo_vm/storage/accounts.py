@@ -46,11 +46,12 @@ class Accounts:
             doc = self._recent.get(account_id)
             if doc is not None:
                 return doc
+        mark = self._recent.mark()
         doc = await self._couch.get_doc(naming.ACCOUNTS_DB, account_id)
         if doc.get("pvt_deleted") or doc.get("pvt_type", "account") != "account":
             self._recent.forget(account_id)
             raise NotFound(account_id)
-        self._recent.put(account_id, doc)
+        self._recent.put(account_id, doc, since=mark)
         return doc
 
     def forget(self, account_id: str) -> None:

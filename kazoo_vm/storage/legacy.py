@@ -83,11 +83,12 @@ class Legacy:
         """``vmboxes/legacy_msg_by_timestamp`` rows in the window (all boxes)."""
         if self._none.get(account_id):
             return []
+        mark = self._none.mark()
         db = await self._store.account_db(account_id)
         rows = await self._couch.view(db, design.VMBOXES, "legacy_msg_by_timestamp",
                                       startkey=from_gregorian, endkey=to_gregorian)
         if not rows and not await self._couch.view(db, design.VMBOXES, "legacy_msg_by_timestamp", limit=1):
-            self._none.put(account_id, True)
+            self._none.put(account_id, True, since=mark)
         return rows
 
     async def audio(self, account_id: str, media_id: str) -> Any:

@@ -94,11 +94,12 @@ class Webhooks(OwnDatabase):
         if cached is not None:
             return cached
         await self._setup()
+        mark = self._recent.mark()
         rows = await self._couch.view(DB, design.WEBHOOKS, "accounts_listing", keys=list(account_ids),
                                       reduce=False, include_docs=True)
         hooks = [row["doc"] for row in rows if isinstance(row.get("doc"), dict)
                  and row["doc"].get("pvt_type") == PVT_TYPE and not row["doc"].get("pvt_deleted")]
-        self._recent.put(key, hooks)
+        self._recent.put(key, hooks, since=mark)
         return hooks
 
 

@@ -10,6 +10,7 @@ month's database must not hide it afterwards.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,7 @@ from conftest import Api, Reply, login, make_account
 from kazoo_vm.kazoo.documents import GREGORIAN_UNIX_OFFSET
 from kazoo_vm.services import Services
 
-ROUNDS = 30
+ROUNDS = int(os.environ.get("KAZOO_VM_RACE_ROUNDS") or 30)  # a long run: KAZOO_VM_RACE_ROUNDS=100
 READERS = 32
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from conftest import Api, assert_error
 
 CLIENTS = 16
-ROUNDS = 5
+ROUNDS = int(os.environ.get("KAZOO_VM_RACE_ROUNDS") or 5)  # a long run: KAZOO_VM_RACE_ROUNDS=100
 
 
 def unique_error(reply: Any) -> bool:

@@ -72,6 +72,17 @@ async def test_message_of_january_and_december_is_found_by_its_id(api: Api, vmbo
     assert doc["metadata"]["caller_id_number"] == "6001"
 
 
+async def test_listing_across_new_year_finds_december_and_january(api: Api, vmbox: dict[str, Any]) -> None:
+    year = datetime.now(UTC).year - 1
+    stamps = [gregorian(datetime(year, 12, 20, tzinfo=UTC)), gregorian(datetime(year + 1, 1, 10, tzinfo=UTC))]
+    ids = [(await create(api, vmbox["id"], timestamp=stamp))["media_id"] for stamp in stamps]
+    reply = await api.get(f"/vmboxes/{vmbox['id']}/messages", params={
+        "created_from": str(gregorian(datetime(year, 12, 15, tzinfo=UTC))),
+        "created_to": str(gregorian(datetime(year + 1, 1, 14, tzinfo=UTC))), "ascending": "true"})
+    assert reply.status == 200, reply.body
+    assert [row["media_id"] for row in reply.data] == ids
+
+
 @pytest.mark.parametrize("month", ["00", "13"])
 async def test_message_id_of_no_month_is_unknown(api: Api, vmbox: dict[str, Any], month: str) -> None:
     message_id = f"2024{month}-{uuid.uuid4().hex}"

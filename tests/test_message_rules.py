@@ -83,6 +83,16 @@ async def test_listing_across_new_year_finds_december_and_january(api: Api, vmbo
     assert [row["media_id"] for row in reply.data] == ids
 
 
+async def test_message_names_its_monthly_database_as_kazoo_does(api: Api, vmbox: dict[str, Any],
+                                                                services: Services) -> None:
+    """``pvt_account_db`` is ``account%2Fab%2Fcd%2F<rest>-YYYYMM``, ``/`` sent as ``%2F``."""
+    stamp = gregorian(datetime(2026, 3, 4, tzinfo=UTC))
+    created = await create(api, vmbox["id"], timestamp=stamp)
+    doc = await stored(services, api.account_id, created["media_id"])
+    account_id = api.account_id
+    assert doc["pvt_account_db"] == f"account%2F{account_id[:2]}%2F{account_id[2:4]}%2F{account_id[4:]}-202603"
+
+
 @pytest.mark.parametrize("month", ["00", "13"])
 async def test_message_id_of_no_month_is_unknown(api: Api, vmbox: dict[str, Any], month: str) -> None:
     message_id = f"2024{month}-{uuid.uuid4().hex}"

@@ -253,6 +253,17 @@ async def test_message_stored_without_metadata_can_be_moved_and_filed(api: Api, 
     assert (copy["metadata"]["folder"], copy["metadata"]["to_user"]) == ("new", "3001")
 
 
+async def test_message_stored_without_a_metadata_key_is_moved_with_metadata(api: Api, vmbox: dict[str, Any],
+                                                                            services: Services) -> None:
+    other = (await api.put("/vmboxes", {"name": "Other", "mailbox": "3001"})).data["id"]
+    message_id = (await create(api, vmbox["id"]))["media_id"]
+    await rewrite(services, api.account_id, message_id, metadata=None)
+    moved = await api.post(f"/vmboxes/{vmbox['id']}/messages/{message_id}", {"source_id": other})
+    assert moved.status == 200, moved.body
+    copy = await stored(services, api.account_id, moved.data["media_id"])
+    assert (copy["metadata"]["folder"], copy["metadata"]["to_user"]) == ("new", "3001")
+
+
 async def test_reading_a_message_without_folder_files_it_as_new_now(api: Api, vmbox: dict[str, Any],
                                                                     services: Services) -> None:
     created = await create(api, vmbox["id"])

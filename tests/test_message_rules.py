@@ -72,6 +72,27 @@ async def test_message_of_january_and_december_is_found_by_its_id(api: Api, vmbo
     assert doc["metadata"]["caller_id_number"] == "6001"
 
 
+async def test_listing_across_new_year_finds_december_and_january(api: Api, vmbox: dict[str, Any]) -> None:
+    year = datetime.now(UTC).year - 1
+    stamps = [gregorian(datetime(year, 12, 20, tzinfo=UTC)), gregorian(datetime(year + 1, 1, 10, tzinfo=UTC))]
+    ids = [(await create(api, vmbox["id"], timestamp=stamp))["media_id"] for stamp in stamps]
+    reply = await api.get(f"/vmboxes/{vmbox['id']}/messages", params={
+        "created_from": str(gregorian(datetime(year, 12, 15, tzinfo=UTC))),
+        "created_to": str(gregorian(datetime(year + 1, 1, 14, tzinfo=UTC))), "ascending": "true"})
+    assert reply.status == 200, reply.body
+    assert [row["media_id"] for row in reply.data] == ids
+
+
+async def test_message_names_its_monthly_database_as_kazoo_does(api: Api, vmbox: dict[str, Any],
+                                                                services: Services) -> None:
+    """``pvt_account_db`` is ``account%2Fab%2Fcd%2F<rest>-YYYYMM``, ``/`` sent as ``%2F``."""
+    stamp = gregorian(datetime(2026, 3, 4, tzinfo=UTC))
+    created = await create(api, vmbox["id"], timestamp=stamp)
+    doc = await stored(services, api.account_id, created["media_id"])
+    account_id = api.account_id
+    assert doc["pvt_account_db"] == f"account%2F{account_id[:2]}%2F{account_id[2:4]}%2F{account_id[4:]}-202603"
+
+
 @pytest.mark.parametrize("month", ["00", "13"])
 async def test_message_id_of_no_month_is_unknown(api: Api, vmbox: dict[str, Any], month: str) -> None:
     message_id = f"2024{month}-{uuid.uuid4().hex}"
@@ -227,6 +248,17 @@ async def test_message_stored_without_metadata_can_be_moved_and_filed(api: Api, 
     assert filed.status == 200, filed.body
     assert (await stored(services, api.account_id, first))["metadata"] == {"folder": "saved"}
     moved = await api.post(f"/vmboxes/{vmbox['id']}/messages/{second}", {"source_id": other})
+    assert moved.status == 200, moved.body
+    copy = await stored(services, api.account_id, moved.data["media_id"])
+    assert (copy["metadata"]["folder"], copy["metadata"]["to_user"]) == ("new", "3001")
+
+
+async def test_message_stored_without_a_metadata_key_is_moved_with_metadata(api: Api, vmbox: dict[str, Any],
+                                                                            services: Services) -> None:
+    other = (await api.put("/vmboxes", {"name": "Other", "mailbox": "3001"})).data["id"]
+    message_id = (await create(api, vmbox["id"]))["media_id"]
+    await rewrite(services, api.account_id, message_id, metadata=None)
+    moved = await api.post(f"/vmboxes/{vmbox['id']}/messages/{message_id}", {"source_id": other})
     assert moved.status == 200, moved.body
     copy = await stored(services, api.account_id, moved.data["media_id"])
     assert (copy["metadata"]["folder"], copy["metadata"]["to_user"]) == ("new", "3001")

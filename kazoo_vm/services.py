@@ -17,6 +17,7 @@ from .storage.notifications import Notifications
 from .storage.replication import Replication
 from .storage.store import Store
 from .storage.vmboxes import Vmboxes
+from .storage.webhook_attempts import WebhookAttempts
 from .storage.webhooks import WebhookDeliveries, Webhooks
 
 
@@ -33,6 +34,7 @@ class Services:
     replication: Replication
     webhooks: Webhooks
     webhook_deliveries: WebhookDeliveries
+    webhook_attempts: WebhookAttempts
     events: Events = field(default_factory=Events)
 
     def __post_init__(self) -> None:
@@ -62,7 +64,8 @@ class Services:
                    # CouchDB's replicator runs on the nodes: any one node's URL names this
                    # cluster for it (KAZOO_VM_COUCH_URL may list several)
                    replication=Replication(store, store.couch.endpoint.with_credentials()),
-                   webhooks=Webhooks(store, cache_ttl=cache_ttl), webhook_deliveries=WebhookDeliveries(store))
+                   webhooks=Webhooks(store, cache_ttl=cache_ttl), webhook_deliveries=WebhookDeliveries(store),
+                   webhook_attempts=WebhookAttempts(store))
 
     async def close(self) -> None:
         await self.store.close()

@@ -304,19 +304,20 @@ async def test_tokeninfo_refuses_bad_or_missing_tokens(api: Api) -> None:
 
 # -- apps store ---------------------------------------------------------------------------
 
-async def test_apps_store_lists_voicemails_for_all_users(user_api: Api, client: Client) -> None:
+async def test_apps_store_lists_voicemails_and_webhooks_for_all_users(user_api: Api, client: Client) -> None:
     reply = await user_api.get("/apps_store")
     assert reply.status == 200, reply.body
-    assert len(reply.data) == 1
-    app = reply.data[0]
-    assert app["name"] == "voicemails"
-    assert app["allowed_users"] == "all"
-    assert app["users"] == []
-    assert len(app["id"]) == 32 and int(app["id"], 16) >= 0
-    assert app["i18n"]["en-US"]["label"] == "Voicemails"
-    assert app["api_url"] == f"http://{client.host}:{client.port}/v2/"
+    assert [app["name"] for app in reply.data] == ["voicemails", "webhooks"]
+    labels = [app["i18n"]["en-US"]["label"] for app in reply.data]
+    assert labels == ["Voicemails", "Webhooks"]
+    for app in reply.data:
+        assert app["allowed_users"] == "all"
+        assert app["users"] == []
+        assert len(app["id"]) == 32 and int(app["id"], 16) >= 0
+        assert app["api_url"] == f"http://{client.host}:{client.port}/v2/"
+    assert reply.data[0]["id"] != reply.data[1]["id"]
     again = await user_api.get("/apps_store")
-    assert again.data[0]["id"] == app["id"]
+    assert [app["id"] for app in again.data] == [app["id"] for app in reply.data]
 
 
 async def test_apps_store_api_url_follows_the_reverse_proxy(user_api: Api) -> None:

@@ -333,6 +333,26 @@ async def test_every_vmbox_and_message_write_is_its_document_event(
     assert heard[-1].body["Rev"] == stored["_rev"]
 
 
+async def test_a_webhook_attempt_record_is_no_document_event(aiohttp_client: Any, config: Config, couch_url: str,
+                                                             broker: RabbitMq, kazoo_account: dict[str, Any],
+                                                             taps: list[Tap]) -> None:
+    """Kazoo saves attempts with ``publish_change_notice`` false; so does kazoo_vm."""
+    api = await serve(aiohttp_client, replace(config, webhooks=True, webhook_poll=0.2), couch_url, broker.url,
+                      kazoo_account)
+    conf = await tap(taps, broker.url, "configuration", "*.*.webhook_attempt.*", "*.*.vmbox.*")
+    reply = await api.put("/webhooks", {"name": "Down", "hook": "object", "uri": "http://127.0.0.1:9/x",
+                                        "retries": 1, "custom_data": {"type": "vmbox", "action": "doc_created"}})
+    assert reply.status == 201, reply.body
+    box = await new_box(api, "3100")
+    deadline = time.monotonic() + WAIT
+    while not (await api.get("/webhooks/attempts")).data and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert len((await api.get("/webhooks/attempts")).data) == 1
+    heard = [item.routing_key for item in await conf.take(1)]
+    assert heard == [f"doc_created.{naming.encoded_db(naming.account_db(api.account_id))}.vmbox.{box}"]
+    assert await conf.quiet(0.5) == []
+
+
 # -- Kazoo's document events → kazoo_vm's caches --------------------------------------
 
 

@@ -32,6 +32,7 @@ from kazoo_vm.config import PROJECT_ROOT, Config
 from kazoo_vm.embedded_store import free_port
 from kazoo_vm.services import Services
 from kazoo_vm.storage import webhooks as webhook_storage
+from kazoo_vm.storage.errors import NotFound
 
 OUTAGE = float(os.environ.get("KAZOO_VM_WEBHOOK_OUTAGE", "60"))  # seconds the receiver is down
 
@@ -332,6 +333,105 @@ async def test_retries_only_after_transport_errors_and_disabling(api: Api, recei
     assert (await api.get(f"/webhooks/{unreachable['id']}")).data["disable_reason"] == "too many failed attempts"
     # 6 rounds of 3 attempts, 0.05 s apart, with backoff 0.2 s doubling in between
     assert time.monotonic() - started > 0.2 * (1 + 2 + 4 + 8 + 16)
+
+
+# -- attempts (webhooks_util:save_attempt, cb_webhooks summary_attempts) ---------------------
+
+async def _attempts(api: Api, path: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The attempts listed at ``path`` once there are ``count`` (recorded after the send)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = await api.get(path)
+        assert reply.status == 200, reply.body
+        if len(reply.data) >= count or time.monotonic() > deadline:
+            return list(reply.data)
+        await asyncio.sleep(0.1)
+
+
+async def test_a_refused_delivery_is_listed_as_a_failed_attempt_with_kazoo_s_fields(
+        api: Api, services: Services, receiver: Receiver) -> None:
+    receiver.status = 500
+    hook = await new_hook(api, **object_hook(receiver, "vmbox", "doc_created"), http_verb="post", retries=3)
+    box_id = await new_box(api, "5600")
+    await receiver.wait_for(1)
+    (attempt,) = await _attempts(api, f"/webhooks/{hook['id']}/attempts", 1)
+    assert {key: attempt[key] for key in ("hook_id", "hook_event", "result", "reason", "resp_status_code",
+                                          "method", "uri", "try", "retries_left")} == {
+        "hook_id": hook["id"], "hook_event": "object", "result": "failure", "reason": "bad response code",
+        "resp_status_code": "500", "method": "post", "uri": receiver.url("/vmbox/doc_created"), "try": 3,
+        "retries_left": 2}
+    assert f"id={box_id}" in attempt["req_body"] and attempt["resp_body"] == "ok"
+    assert attempt["req_headers"]["X-Hook-ID"] == hook["id"]
+    assert isinstance(attempt["timestamp"], int) and attempt["timestamp"] > 63_000_000_000
+    assert not any(key.startswith(("_", "pvt_")) or key == "id" for key in attempt)
+    assert await _attempts(api, "/webhooks/attempts", 1) == [attempt]
+    stored = await services.webhook_attempts.listing(api.account_id, hook["id"], attempt["timestamp"] - 60,
+                                                     attempt["timestamp"] + 60,
+                                                     page_size=None, start=None, descending=True)
+    (doc,) = [row["doc"] for row in stored.rows]  # Kazoo's document, in the month's MODB
+    assert (doc["pvt_type"], doc["pvt_account_id"], doc["pvt_created"]) == (
+        "webhook_attempt", api.account_id, attempt["timestamp"])
+    assert doc["pvt_account_db"].startswith("account%2F") and doc["pvt_account_db"][-7:-6] == "-"
+
+
+async def test_each_unanswered_attempt_is_listed_until_retries_are_exceeded(api: Api, receiver: Receiver) -> None:
+    hook = await new_hook(api, **{**object_hook(receiver, "vmbox", "doc_created"), "uri": "http://127.0.0.1:9/x",
+                                  "retries": 2})
+    await new_box(api, "5610")
+    attempts = await _attempts(api, f"/webhooks/{hook['id']}/attempts", 2)
+    assert len(attempts) == 2
+    oldest_first = sorted(attempts, key=lambda attempt: -attempt["retries"])
+    assert [(attempt["retries"], attempt["retries_left"]) for attempt in oldest_first] == [
+        (2, 2), (1, "retries exceeded")]
+    for attempt in attempts:
+        assert (attempt["result"], attempt["reason"], attempt["client_error"]) == (
+            "failure", "kazoo http client error", "econnrefused")
+    assert len({attempt["event_id"] for attempt in attempts}) == 1  # one event, two attempts
+
+
+async def test_successes_are_not_listed_by_default(api: Api, receiver: Receiver) -> None:
+    hook = await new_hook(api, **object_hook(receiver, "vmbox", "doc_created"))
+    await new_box(api, "5620")
+    await receiver.wait_for(1)
+    await asyncio.sleep(0.5)
+    assert (await api.get(f"/webhooks/{hook['id']}/attempts")).data == []  # Kazoo's default: failures only
+
+
+async def _forget_system_config(couch: Any) -> None:
+    with contextlib.suppress(NotFound):
+        doc = await couch.get_doc("system_config", "webhooks")
+        await couch.delete_doc("system_config", "webhooks", doc["_rev"])
+
+
+async def test_successes_are_listed_when_system_config_asks(api: Api, services: Services,
+                                                            receiver: Receiver) -> None:
+    couch = services.store.couch
+    if not await couch.db_exists("system_config"):
+        await couch.create_db("system_config")
+    await _forget_system_config(couch)
+    await couch.put_doc("system_config", {"_id": "webhooks", "default": {"log_successful_attempts": True}})
+    try:
+        hook = await new_hook(api, **object_hook(receiver, "vmbox", "doc_created"))
+        await new_box(api, "5625")
+        await receiver.wait_for(1)
+        (attempt,) = await _attempts(api, f"/webhooks/{hook['id']}/attempts", 1)
+    finally:
+        await _forget_system_config(couch)
+    assert (attempt["result"], attempt["resp_status_code"], attempt["resp_body"]) == ("success", "200", "ok")
+    assert "try" not in attempt and "retries_left" not in attempt and "reason" not in attempt
+
+
+async def test_attempts_of_another_account_are_not_listed(api: Api, services: Services, receiver: Receiver) -> None:
+    receiver.status = 404
+    hook = await new_hook(api, **object_hook(receiver, "vmbox", "doc_created"))
+    await new_box(api, "5630")
+    assert len(await _attempts(api, "/webhooks/attempts", 1)) == 1
+    other = await make_account(services, name="Other")
+    other_api = Api(api.client, other["_id"], await login(api.client, other["pvt_api_key"]))
+    assert (await other_api.get("/webhooks/attempts")).data == []
+    assert (await other_api.get(f"/webhooks/{hook['id']}/attempts")).data == []
+    assert_error(await other_api.get(f"/v2/accounts/{api.account_id}/webhooks/attempts"), 403, "forbidden")
+    assert_error(await api.get("/webhooks/attempts", token=""), 401, "invalid_credentials")
 
 
 # -- at least once: an outage, a killed instance, two instances ----------------------------

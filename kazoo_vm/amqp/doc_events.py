@@ -16,10 +16,12 @@ from .kapi import Origin, Outgoing, doc_event
 
 # kazoo_data's default ``change_notice_exclude_types``.
 EXCLUDED_TYPES = frozenset({"cdr", "ledger", "audit_log", "login_attempt", "pivot_debug", "notify_smtp_log"})
+# Saved by Kazoo with ``{publish_change_notice, false}`` (webhooks_util:save_attempt).
+UNANNOUNCED_TYPES = frozenset({"webhook_attempt"})
 
 
 def is_published(event: DocChanged) -> bool:
-    if event.doc_id.startswith("_design/") or event.doc_type in EXCLUDED_TYPES:
+    if event.doc_id.startswith("_design/") or event.doc_type in EXCLUDED_TYPES | UNANNOUNCED_TYPES:
         return False
     return event.account_id is not None or event.database == naming.ACCOUNTS_DB
 

@@ -45,6 +45,11 @@ VOICEMAILS_I18N = {
     "en-US": {"label": "Voicemails",
               "description": "Listen to, move and delete the messages of your voicemail boxes."},
 }
+WEBHOOKS_APP_ID = hashlib.md5(b"kazoo_vm/apps_store/webhooks").hexdigest()
+WEBHOOKS_I18N = {
+    "en-US": {"label": "Webhooks",
+              "description": "Tell other systems over HTTP when voicemail boxes and messages change."},
+}
 FORWARDED_HOST = re.compile(r"^[0-9A-Za-z.\-:\[\]]{1,255}\Z")
 FORWARDED_PREFIX = re.compile(r"^(/[0-9A-Za-z._~\-]+)*/?\Z")
 
@@ -281,18 +286,19 @@ def api_url(request: web.Request) -> str:
 
 
 async def apps_store(request: web.Request) -> web.Response:
-    """The apps of the account: only Voicemails, allowed to every user."""
+    """The apps of the account: Voicemails and Webhooks, allowed to every user."""
     data = [{
-        "id": VOICEMAILS_APP_ID,
-        "name": "voicemails",
+        "id": app_id,
+        "name": name,
         "api_url": api_url(request),
         "allowed_users": "all",
         "users": [],
-        "i18n": VOICEMAILS_I18N,
+        "i18n": i18n,
         "tags": ["admin"],
         "masqueradable": True,
         "phase": "gold",
-    }]
+    } for app_id, name, i18n in ((VOICEMAILS_APP_ID, "voicemails", VOICEMAILS_I18N),
+                                 (WEBHOOKS_APP_ID, "webhooks", WEBHOOKS_I18N))]
     return envelope.success(request, data, revision=envelope.list_revision(data))
 
 

@@ -25,7 +25,7 @@ from ..storage import legacy
 from ..storage.errors import Conflict, NotFound, StorageError, Unavailable
 from ..storage.messages import Audio, AudioStream, Located, window
 from ..storage.paging import page_in_memory
-from .common import author, config, location, payload, services
+from .common import MAX_GREGORIAN, MIN_GREGORIAN, author, config, location, payload, services, time_window
 
 SCHEMA = "vm_message_metadata"
 EMPTY_SOURCE = "empty source_id is specified. please set a single or a list of source_ids."
@@ -33,8 +33,6 @@ NO_MESSAGES = "No array of message ids are specified"
 NO_AUDIO = "voicemail message does not have any audio file"
 RETENTION_ERROR = "cannot make changes to messages prior to retention duration"
 TRANSFER_CONCURRENCY = 8
-MIN_GREGORIAN = naming.GREGORIAN_UNIX_OFFSET
-MAX_GREGORIAN = 315537897599  # 9999-12-31T23:59:59Z
 
 
 # -- request pieces --------------------------------------------------------------------
@@ -103,37 +101,6 @@ def _retention_error(message_id: str, cutoff: int) -> ValidationError:
     return validation_error(message_id, "date_range", RETENTION_ERROR, cause=cutoff)
 
 
-def _gregorian(value: Any) -> int | None:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 else None
-
-
-def time_window(request: web.Request, body: Payload, now: int) -> tuple[int, int]:
-    """(From, To) from ``created_from``/``created_to`` (Kazoo's crossbar_view rules)."""
-    settings = config(request)
-    created_to = _gregorian(body.setting(request, "created_to")) or now
-    created_from = _gregorian(body.setting(request, "created_from"))
-    max_range = settings.max_range if created_from is not None else settings.retention_seconds
-    start = created_from if created_from is not None else created_to - max_range
-    if created_to < start:
-        raise validation_error("created_from", "date_range",
-                               f"created_to {created_to} is prior to created_from {start}", cause=start)
-    if created_to - start > max_range:
-        raise validation_error("created_from", "date_range",
-                               f"created_to {created_to} is more than {max_range} seconds from created_from {start}",
-                               cause=created_to)
-    return _clamp(start), _clamp(created_to)
-
-
-def _clamp(gregorian: int) -> int:
-    """Within the years a MODB name can hold (1970–9999): a window past either end
-    lists nothing rather than asking the store for a reversed range."""
-    return min(max(gregorian, MIN_GREGORIAN), MAX_GREGORIAN)
-
-
 async def _box(request: web.Request, account_id: str, box_id: str, *, deleted_ok: bool = False,
                cached: bool = False) -> dict[str, Any]:
     try:
@@ -198,7 +165,7 @@ async def _list(request: web.Request, box_id: str | None) -> web.Response:
     account_id = request.match_info["account_id"]
     body = await payload(request)
     now = gregorian_now()
-    start, end = time_window(request, body, now)
+    start, end = time_window(request, body, now, default_range=config(request).retention_seconds)
     params = listing_params(request.query, body, config(request).page_size)
     keep = filters.build(request.query, prefix="metadata.", with_ranges=False)
     storage = services(request)

@@ -20,7 +20,8 @@ BOX_MESSAGES = VMBOX + "/messages"
 # `raw` after /messages is the ZIP download, never a message id.
 MESSAGE = BOX_MESSAGES + "/{message_id:(?!raw/?$)[^/]+}"
 WEBHOOKS = ACCOUNT + "/webhooks"
-WEBHOOK = WEBHOOKS + "/{webhook_id}"
+# `attempts` after /webhooks is the account's attempt history, never a hook id.
+WEBHOOK = WEBHOOKS + "/{webhook_id:(?!attempts/?$)[^/]+}"
 
 
 def setup_routes(app: web.Application) -> None:
@@ -60,6 +61,8 @@ def setup_routes(app: web.Application) -> None:
     _add("GET", WEBHOOKS, webhooks.list_webhooks)
     _add("PUT", WEBHOOKS, webhooks.create_webhook)
     _add("PATCH", WEBHOOKS, webhooks.reenable_webhooks)
+    _add("GET", WEBHOOKS + "/attempts", webhooks.list_attempts)
+    _add("GET", WEBHOOK + "/attempts", webhooks.list_attempts)
     _add("GET", WEBHOOK, webhooks.get_webhook)
     _add("POST", WEBHOOK, webhooks.update_webhook)
     _add("PATCH", WEBHOOK, webhooks.patch_webhook)

@@ -18,7 +18,7 @@ from ..kazoo.documents import gregorian_now, new_id, private_fields, public_fiel
 from ..storage.errors import Conflict, NotFound
 from ..storage.webhooks import PVT_TYPE
 from ..webhooks import hooks
-from .common import author, config, location, payload, services
+from .common import author, config, location, payload, services, time_window
 
 SCHEMA = "webhooks"
 SAVE_RETRIES = 3
@@ -72,6 +72,27 @@ async def list_webhooks(request: web.Request) -> web.Response:
             for row in page.rows if isinstance(row.get("value"), dict)]
     extra = page_envelope(params, len(data), page.next_start, always_start_key=False)
     return envelope.success(request, data, revision=envelope.list_revision(data), extra=extra)
+
+
+async def list_attempts(request: web.Request) -> web.Response:
+    """``…/webhooks/attempts`` and ``…/webhooks/{W}/attempts``: the recorded attempts of
+    the time window (``created_from``/``created_to``, crossbar's maximum range by
+    default), newest first, each with ``timestamp`` (its ``pvt_created``) and without
+    ids and private fields (``normalize_attempt_results``). As Kazoo, the hook need not
+    exist (a deleted hook keeps its history)."""
+    account_id = request.match_info["account_id"]
+    hook_id = request.match_info.get("webhook_id")
+    body = await payload(request)
+    params = listing_params(request.query, body, config(request).page_size)
+    start, end = time_window(request, body, gregorian_now())
+    page = await services(request).webhook_attempts.listing(
+        account_id, hook_id, start, end, page_size=params.page_size, start=params.start,
+        descending=params.descending)
+    data = [{**to_response(row["doc"]), "timestamp": row["doc"].get("pvt_created")} for row in page.rows]
+    for item in data:
+        item.pop("id", None)
+    extra = page_envelope(params, len(data), page.next_start, always_start_key=False)
+    return envelope.success(request, data, extra=extra)
 
 
 async def create_webhook(request: web.Request) -> web.Response:

@@ -117,6 +117,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("PUT", _HOOKS): Op("Create a webhook", "webhook", 201, "webhook", errors="400 409 415"),
     ("PATCH", _HOOKS): Op("Re-enable the account's auto-disabled webhooks", "webhooks_updated", body="reenable",
                           errors="400 415"),
+    ("GET", _HOOKS + "/attempts"): Op("The account's recorded webhook attempts, newest first",
+                                      "webhook_attempt_list", query="paging window", errors="400 415"),
+    ("GET", _HOOK + "/attempts"): Op("A webhook's recorded attempts, newest first", "webhook_attempt_list",
+                                     query="paging window", errors="400 415"),
     ("GET", _HOOK): Op("Fetch a webhook", "webhook"),
     ("POST", _HOOK): Op("Replace a webhook's fields", "webhook", body="webhook", errors="400 409 415"),
     ("PATCH", _HOOK): Op("Merge fields into a webhook", "webhook", body="webhook_patch", errors="400 409 415"),
@@ -213,6 +217,12 @@ EXTRA_SCHEMAS: dict[str, Json] = {
         "id": _string(), "name": _string(), "description": _string(), "modifiers": {"type": "object"}},
         ["id", "name", "description"])},
     "webhooks_updated": _string(enum=["hooks updated"]),
+    "webhook_attempt_list": {"type": "array", "items": _object({
+        "hook_id": _string(), "hook_event": _string(), "result": _string(enum=["success", "failure"]),
+        "reason": _string(), "timestamp": {"type": "integer"}, "method": _string(), "uri": _string(),
+        "resp_status_code": _string(), "client_error": _string(), "retries": {"type": "integer"},
+        "try": {"type": "integer"}, "retries_left": {"oneOf": [{"type": "integer"}, _string()]}},
+        ["hook_id", "result", "timestamp"])},
     "document": {"type": "object"},
     # Accounts and users come back as stored (Kazoo's documents keep keys the schemas
     # do not judge), with what crossbar adds.

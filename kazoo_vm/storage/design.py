@@ -25,22 +25,23 @@ USERS = "users"
 NOTIFICATIONS = "notifications"
 WEBHOOKS = "webhooks"  # Kazoo's, in its ``webhooks`` database
 WEBHOOK_DELIVERIES = "webhook_deliveries"
+# Kazoo's ``_design/webhooks`` of the MODBs (the attempts to send a hook), not the one of
+# the ``webhooks`` database: two files, one design document name.
+MODB_WEBHOOKS = "modb_webhooks"
 # kazoo_vm's own design doc in the MODBs (Kazoo's mailbox_messages views have no reduce).
 COUNTS = "kazoo_vm_counts"
 # kazoo_vm's own design doc in the account database: devices and boxes by owner (what
 # Kazoo's ``attributes/owned`` gives kvm_mwi), for the MWI published beside Kazoo.
 OWNED = "kazoo_vm_owned"
-ALL_DESIGNS = (VMBOXES, MAILBOX_MESSAGES, ACCOUNTS, USERS, NOTIFICATIONS, COUNTS, OWNED, WEBHOOKS, WEBHOOK_DELIVERIES)
+ALL_DESIGNS = (VMBOXES, MAILBOX_MESSAGES, ACCOUNTS, USERS, NOTIFICATIONS, COUNTS, OWNED, WEBHOOKS, WEBHOOK_DELIVERIES,
+               MODB_WEBHOOKS)
 
 
 @dataclass(frozen=True)
 class DesignDoc:
     name: str
     views: dict[str, dict[str, str]]
-
-    @property
-    def doc_id(self) -> str:
-        return f"_design/{self.name}"
+    doc_id: str  # ``_design/<name>`` unless the file names another
 
 
 def _source(code: Any) -> str:
@@ -54,7 +55,7 @@ def load_design(name: str, directory: Path = VIEWS_DIR) -> DesignDoc:
         view: {kind: _source(code) for kind, code in spec.items() if kind in ("map", "reduce")}
         for view, spec in raw["views"].items()
     }
-    return DesignDoc(name=name, views=views)
+    return DesignDoc(name=name, views=views, doc_id=str(raw.get("_id") or f"_design/{name}"))
 
 
 class Designs:

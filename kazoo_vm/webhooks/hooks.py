@@ -210,3 +210,39 @@ def querystring(body: dict[str, Any]) -> str:
         return "" if value is None else str(value)
 
     return "&".join(f"{quote(key, safe='[]')}={quote(text(value), safe='')}" for key, value in pairs)
+
+
+# -- what an attempt leaves behind (webhooks_util:debug_req/debug_resp) -------------------
+
+BAD_RESPONSE = "bad response code"
+CLIENT_ERROR = "kazoo http client error"
+RETRIES_EXCEEDED = "retries exceeded"
+
+
+def attempt_request(hook: dict[str, Any], event_id: str, uri: str, headers: dict[str, str],
+                    body: str) -> dict[str, Any]:
+    """The request half of an attempt's record."""
+    fields = {"hook_id": hook.get("_id"), "hook_event": hook.get("hook"), "custom_data": hook.get("custom_data"),
+              "event_id": event_id, "uri": uri, "method": verb(hook), "req_headers": dict(headers),
+              "req_body": body}
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def answered_attempt(request: dict[str, Any], status: int, headers: dict[str, str], body: str,
+                     retries: int | None) -> dict[str, Any]:
+    """An attempt that got an answer; ``retries`` (the attempts left, this one
+    included) is None for a success, which Kazoo records without them."""
+    record: dict[str, Any] = {"resp_status_code": str(status), "resp_headers": dict(headers), "resp_body": body}
+    if retries is not None:
+        record.update({"try": retries, "retries_left": RETRIES_EXCEEDED if retries == 1 else retries - 1})
+    record["result"] = "success" if status == 200 else "failure"
+    if status != 200:
+        record["reason"] = BAD_RESPONSE
+    return {**record, **request}
+
+
+def unanswered_attempt(request: dict[str, Any], client_error: str, retries: int) -> dict[str, Any]:
+    """An attempt that got no answer (refused, timed out, no such host)."""
+    return {"result": "failure", "reason": CLIENT_ERROR, "retries": retries,
+            "retries_left": RETRIES_EXCEEDED if retries == 1 else retries, "client_error": client_error,
+            **request}

@@ -16,15 +16,21 @@ dropped: the hook's queue stops there (so events stay in order) and is tried aga
 ``FAILURE_COUNT`` (Kazoo's 6) failed deliveries in a row, the hook is disabled as Kazoo's
 disabler does it (``enabled: false``, ``pvt_disabled_message: "too many failed attempts"``)
 and its pending deliveries are dropped.
+
+Every attempt that failed (and, with ``log_successful_attempts`` in
+``system_config/webhooks``, every success) is recorded as Kazoo records it: a
+``webhook_attempt`` document in the account's MODB, which ``…/webhooks/attempts`` lists.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import json
 import logging
+import secrets
 import time
 import uuid
 from typing import Any, Literal
@@ -33,12 +39,16 @@ import aiohttp
 from yarl import URL
 
 from ..config import Config
+from ..kazoo.documents import as_dict, gregorian_now
 from ..services import Services
+from ..storage.accounts import system_config
 from ..storage.errors import Conflict, NotFound, StorageError
 from . import hooks
 
 log = logging.getLogger(__name__)
 BATCH = 50
+MAX_RESPONSE_BODY = 4096  # of a receiver's answer, kept in the attempt's record
+SYSTEM_CONFIG, LOG_SUCCESS = "webhooks", "log_successful_attempts"
 MAX_BACKOFF = 600.0
 Outcome = Literal["sent", "refused", "unreachable"]
 
@@ -51,6 +61,8 @@ class Sender:
         self.instance = uuid.uuid4().hex
         self._serving: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._log_success = False
+        self._log_success_until = 0.0
 
     async def run(self) -> None:
         """Deliver until cancelled (a stopping instance hands its leases back)."""
@@ -179,23 +191,54 @@ class Sender:
         else:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             data = hooks.querystring(body).encode()
+        request = hooks.attempt_request(hook, secrets.token_hex(5), uri, headers,
+                                        (data or b"").decode("utf-8", "replace"))
         total = hooks.attempts(hook)
         for attempt in range(1, total + 1):
+            retries = total - attempt + 1  # Kazoo's count: the attempts left, this one included
             try:
                 async with self._session.request(verb.upper(), url, data=data, headers=headers) as response:
-                    await response.read()
-                    status = response.status
+                    answer = await response.content.read(MAX_RESPONSE_BODY)
+                    status, answer_headers = response.status, dict(response.headers)
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 log.info("webhook %s: attempt %d/%d of %s failed: %r", hook["_id"], attempt, total,
                          delivery["_id"], error)
+                await self._record(hook, hooks.unanswered_attempt(request, client_error(error), retries))
                 if attempt < total:
                     await asyncio.sleep(self._config.webhook_retry_pause)
                 continue
+            text = answer.decode("utf-8", "replace")
             if status != 200:
                 log.info("webhook %s: %s answered %d for %s", hook["_id"], uri, status, delivery["_id"])
+                await self._record(hook, hooks.answered_attempt(request, status, answer_headers, text, retries))
                 return "refused"
+            if await self._log_successes():
+                await self._record(hook, hooks.answered_attempt(request, status, answer_headers, text, None))
             return "sent"
         return "unreachable"
+
+    async def _record(self, hook: dict[str, Any], attempt: dict[str, Any]) -> None:
+        """Keep the attempt for the hook's history (best effort: a store that does not
+        take it in 5 s does not hold the deliveries up)."""
+        try:
+            async with asyncio.timeout(5):
+                await self._services.webhook_attempts.record(str(hook.get("pvt_account_id")), attempt,
+                                                             gregorian_now())
+        except (StorageError, TimeoutError) as error:
+            log.warning("webhook %s: attempt not recorded: %r", hook.get("_id"), error)
+
+    async def _log_successes(self) -> bool:
+        """``log_successful_attempts`` of ``system_config/webhooks`` (Kazoo's default:
+        false), read again after ``KAZOO_VM_CACHE_TTL`` seconds."""
+        now = time.monotonic()
+        if now >= self._log_success_until:
+            try:
+                default = as_dict((await system_config(self._services.store, SYSTEM_CONFIG)).get("default"))
+                self._log_success = default.get(LOG_SUCCESS) is True or str(default.get(LOG_SUCCESS)) == "true"
+            except StorageError as error:
+                log.warning("system_config/%s not read: %r", SYSTEM_CONFIG, error)
+            self._log_success_until = now + self._config.cache_ttl
+        return self._log_success
 
     async def _renew(self, queue: dict[str, Any]) -> None:
         """Extend the lease when half of it is gone (Conflict: it was taken over)."""
@@ -232,3 +275,16 @@ class Sender:
                 hook = fresh
             except NotFound:
                 return
+
+
+def client_error(error: BaseException) -> str:
+    """What Kazoo's http client names the failure (``econnrefused``, ``timeout``,
+    ``nxdomain``), else the error's own words."""
+    if isinstance(error, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timeout"
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return "nxdomain"
+    code = error.errno if isinstance(error, OSError) else None  # aiohttp's connection errors too
+    if code is not None and code in errno.errorcode:
+        return errno.errorcode[code].lower()
+    return str(error) or type(error).__name__

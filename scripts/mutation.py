@@ -72,6 +72,11 @@ def prepare(workdir: Path, module: str, tests: list[str]) -> None:
     # 5x lets a surviving mutant's run finish on a busy machine, and a mutant that loops for
     # ever (``month += 2``) still stops (mutmut's default, 15x, looks like a hang).
     lines += ["timeout_multiplier = 5.0", "timeout_constant = 30.0"]
+    # mutmut's default forks each mutant's run from the process that ran the whole
+    # stats run, event loops, threads and sockets included: some forks then hang until
+    # the time limit (a mutant of a 1 s test took 215 s). Its fork server forks from a
+    # process that only collected the tests.
+    lines += ["process_isolation = forkserver", "forkserver_warmup = collect"]
     # A mutant that fails a test can leave a client session unclosed: not an error here.
     lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -W",
               "    ignore::pytest.PytestUnraisableExceptionWarning"]

@@ -199,10 +199,9 @@ def transferred(doc: dict[str, Any], *, new_id: str, destination: dict[str, Any]
                      "to_user": to_user, "to_realm": to_realm})
     moved["metadata"] = metadata
     moved["utc_seconds"] = now
-    moved["pvt_modified"] = now
-    moved["pvt_created"] = now
+    # pvt_created and pvt_modified: the caller's save stamps (the copy has no _rev), which
+    # keep a pvt_account_db already there; a deleted message is never transferred.
     moved["pvt_account_db"] = modb_encoded
-    moved.pop("pvt_deleted", None)
     return moved
 
 

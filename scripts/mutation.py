@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 from kazoo_vm.embedded_store import EmbeddedStore
 
 ROOT = Path(__file__).resolve().parent.parent
+MEMORY_LIMIT = 3 * 1024**3
 COPIED = ("kazoo_vm", "tests", "schemas", "couch_views", "pyproject.toml")
 
 # The test files that reach each module (what a change to the module should be checked by).
@@ -84,6 +86,13 @@ def prepare(workdir: Path, module: str, tests: list[str]) -> None:
     (workdir / "setup.cfg").write_text(text)
 
 
+def limit_memory() -> None:
+    """A mutant that loops appending for ever (``month += 2`` in ``months_between``) took
+    12 GB within a minute: every process of the run gets MEMORY_LIMIT of address space,
+    so such a mutant fails its test with MemoryError (detected) instead."""
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
 def mutmut(workdir: Path, *args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=workdir, text=True,
                           capture_output=capture, check=False)
@@ -131,7 +140,8 @@ def main() -> int:
         try:
             with open(workdir / "run.log", "w") as log:
                 ran = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(options.jobs)],
-                                     cwd=workdir, stdout=log, stderr=subprocess.STDOUT, check=False)
+                                     cwd=workdir, stdout=log, stderr=subprocess.STDOUT, check=False,
+                                     preexec_fn=limit_memory)
         finally:
             store.stop()
     if ran.returncode:

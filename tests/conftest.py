@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -30,6 +31,11 @@ from kazoo_vm.embedded_store import EmbeddedStore, free_port
 from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
 from kazoo_vm.storage.couch import quote_db
+
+# The suite runs 14 hours ahead of UTC: kazoo_vm keeps every date in UTC (gregorian
+# seconds, MODB months), so a use of the machine's own zone shows as a wrong month.
+os.environ["TZ"] = "Pacific/Kiritimati"
+time.tzset()
 
 NODE_LOSS_LOCK = "node-loss.lock"
 

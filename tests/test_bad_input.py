@@ -76,3 +76,12 @@ async def test_box_id_ending_in_a_newline_in_the_url_is_404(api: Api, path: str)
     url = yarl.URL(api.url(path), encoded=True)  # sent as written
     async with api.client.get(url, headers={"X-Auth-Token": str(api.token)}) as response:
         assert response.status == 404, await response.text()
+
+
+async def test_box_id_chosen_by_client_with_two_dots_is_refused(api: Api) -> None:
+    """``..`` inside an id is refused everywhere (a path segment of its own resolves)."""
+    data = assert_error(await api.put("/vmboxes", {"id": "a..b", "name": "n", "mailbox": "1"}), 400,
+                        "validation error")
+    assert list(data) == ["id"]
+    assert (await api.get("/vmboxes")).data == []
+    assert_error(await api.get("/vmboxes/a..b"), 404, "bad_identifier")

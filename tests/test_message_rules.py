@@ -83,10 +83,12 @@ async def test_listing_across_new_year_finds_december_and_january(api: Api, vmbo
     assert [row["media_id"] for row in reply.data] == ids
 
 
+@pytest.mark.parametrize("day, hour", [(4, 12), (31, 23)])  # 31st 23:00 UTC: April already east of UTC
 async def test_message_names_its_monthly_database_as_kazoo_does(api: Api, vmbox: dict[str, Any],
-                                                                services: Services) -> None:
-    """``pvt_account_db`` is ``account%2Fab%2Fcd%2F<rest>-YYYYMM``, ``/`` sent as ``%2F``."""
-    stamp = gregorian(datetime(2026, 3, 4, tzinfo=UTC))
+                                                                services: Services, day: int, hour: int) -> None:
+    """``pvt_account_db`` is ``account%2Fab%2Fcd%2F<rest>-YYYYMM`` of the UTC month (the
+    suite runs in UTC+14), ``/`` sent as ``%2F``."""
+    stamp = gregorian(datetime(2026, 3, day, hour, tzinfo=UTC))
     created = await create(api, vmbox["id"], timestamp=stamp)
     doc = await stored(services, api.account_id, created["media_id"])
     account_id = api.account_id

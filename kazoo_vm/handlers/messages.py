@@ -493,8 +493,7 @@ async def _transfer(request: web.Request, account_id: str, located: Located, des
         new_id = box_message.message_id(now)
     modb = naming.modb_of_message(account_id, new_id) or ""
     copy = box_message.transferred(doc, new_id=new_id, destination=destination, realm=_realm(request),
-                                   timezone_name=_timezone(request, destination),
-                                   modb_encoded=naming.encoded_db(modb), now=now)
+                                   timezone_name=_timezone(request, destination), now=now)
     copy["pvt_previous_id"] = doc["_id"]
     _stamped(request, copy, account_id, modb, now)
     if move:

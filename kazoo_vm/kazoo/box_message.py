@@ -183,7 +183,7 @@ def apply_folder(doc: dict[str, Any], folder: str, *, soft_delete: bool, now: in
 
 
 def transferred(doc: dict[str, Any], *, new_id: str, destination: dict[str, Any], realm: str,
-                timezone_name: Any, modb_encoded: str, now: int) -> dict[str, Any]:
+                timezone_name: Any, now: int) -> dict[str, Any]:
     """The copy of ``doc`` that a move or copy writes into ``destination`` (E10)."""
     moved = {key: copy.deepcopy(value) for key, value in doc.items()
              if key not in ("_rev", "_attachments", MOVE_CLAIM)}
@@ -199,9 +199,8 @@ def transferred(doc: dict[str, Any], *, new_id: str, destination: dict[str, Any]
                      "to_user": to_user, "to_realm": to_realm})
     moved["metadata"] = metadata
     moved["utc_seconds"] = now
-    # pvt_created and pvt_modified: the caller's save stamps (the copy has no _rev), which
-    # keep a pvt_account_db already there; a deleted message is never transferred.
-    moved["pvt_account_db"] = modb_encoded
+    # pvt_created, pvt_modified: the save stamps them (the copy has no _rev); its
+    # pvt_account_db is the MODB it is written to. A deleted message is never transferred.
     return moved
 
 
@@ -217,12 +216,11 @@ def attachment_name(filename: Any, content_type: str, now: int) -> str:
 
 def single_attachment(doc: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """(name, stub) of the message's audio: its first ``_attachments`` entry."""
-    attachments = doc.get("_attachments")
-    if isinstance(attachments, dict) and attachments:
-        name = sorted(attachments)[0]
-        stub = attachments[name]
-        return name, stub if isinstance(stub, dict) else {}
-    return None
+    attachments = doc.get("_attachments")  # CouchDB keeps only an object of objects there
+    if not attachments:
+        return None
+    name = sorted(attachments)[0]
+    return name, attachments[name]
 
 
 def download_name(doc: dict[str, Any], attachment: str, tz_name: Any) -> str:

@@ -224,7 +224,7 @@ class Sender:
             async with asyncio.timeout(5):
                 await self._services.webhook_attempts.record(str(hook.get("pvt_account_id")), attempt,
                                                              gregorian_now())
-        except (StorageError, TimeoutError) as error:
+        except (StorageError, TimeoutError, ValueError) as error:  # ValueError: a hook without a valid account
             log.warning("webhook %s: attempt not recorded: %r", hook.get("_id"), error)
 
     async def _log_successes(self) -> bool:

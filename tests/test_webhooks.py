@@ -389,6 +389,21 @@ async def test_each_unanswered_attempt_is_listed_until_retries_are_exceeded(api:
     assert len({attempt["event_id"] for attempt in attempts}) == 1  # one event, two attempts
 
 
+async def test_attempts_page_with_next_start_key(api: Api, receiver: Receiver) -> None:
+    hook = await new_hook(api, **{**object_hook(receiver, "vmbox", "doc_created"), "uri": "http://127.0.0.1:9/x",
+                                  "retries": 3})
+    await new_box(api, "5615")
+    every = await _attempts(api, f"/webhooks/{hook['id']}/attempts", 3)
+    first = await api.get(f"/webhooks/{hook['id']}/attempts", params={"page_size": "2"})
+    assert (len(first.data), first.json["page_size"]) == (2, 2)
+    rest = await api.get(f"/webhooks/{hook['id']}/attempts",
+                         params={"page_size": "2", "start_key": first.json["next_start_key"]})
+    assert len(rest.data) == 1 and "next_start_key" not in rest.json
+    assert first.data + rest.data == every
+    assert [attempt["timestamp"] for attempt in every] == sorted((attempt["timestamp"] for attempt in every),
+                                                                 reverse=True)  # newest first
+
+
 async def test_successes_are_not_listed_by_default(api: Api, receiver: Receiver) -> None:
     hook = await new_hook(api, **object_hook(receiver, "vmbox", "doc_created"))
     await new_box(api, "5620")

@@ -16,6 +16,7 @@ from conftest import Api, assert_error
 
 from kazoo_vm.kazoo import naming
 from kazoo_vm.services import Services
+from kazoo_vm.storage.couch import Attachment
 
 GREGORIAN_UNIX_OFFSET = 62167219200
 DAY = 86400
@@ -255,6 +256,15 @@ async def test_message_stored_without_metadata_can_be_moved_and_filed(api: Api, 
     assert (copy["metadata"]["folder"], copy["metadata"]["to_user"]) == ("new", "3001")
 
 
+async def test_message_stored_without_a_metadata_key_is_filed_with_metadata(api: Api, vmbox: dict[str, Any],
+                                                                            services: Services) -> None:
+    message_id = (await create(api, vmbox["id"]))["media_id"]
+    await rewrite(services, api.account_id, message_id, metadata=None)
+    filed = await api.post(f"/vmboxes/{vmbox['id']}/messages/{message_id}", {"folder": "saved"})
+    assert filed.status == 200, filed.body
+    assert (await stored(services, api.account_id, message_id))["metadata"] == {"folder": "saved"}
+
+
 async def test_message_stored_without_a_metadata_key_is_moved_with_metadata(api: Api, vmbox: dict[str, Any],
                                                                             services: Services) -> None:
     other = (await api.put("/vmboxes", {"name": "Other", "mailbox": "3001"})).data["id"]
@@ -300,3 +310,38 @@ async def test_download_name_keeps_safe_caller_characters(api: Api, services: Se
     assert reply.status == 200, reply.body
     assert reply.headers["Content-Disposition"].startswith(
         f'attachment; filename="{prefix}_{moment:%Y-%m-%d_%H-%M-%S}.mp3"')
+
+
+async def _utc_box_message(api: Api, caller: str, stamp: int) -> tuple[str, str]:
+    box = (await api.put("/vmboxes", {"name": "UTC", "mailbox": "3210", "timezone": "Etc/UTC"})).data["id"]
+    return box, (await create(api, box, caller_id_number=caller, timestamp=stamp))["media_id"]
+
+
+async def test_download_name_takes_the_metadata_timestamp_over_utc_seconds(api: Api, services: Services) -> None:
+    """cb_vmboxes names the file after ``metadata.timestamp``, whatever ``utc_seconds`` says."""
+    stamp = gregorian_now() - DAY
+    box, message_id = await _utc_box_message(api, "6001", stamp)
+    upload = await api.call("PUT", f"/vmboxes/{box}/messages/{message_id}/raw", body=AUDIO,
+                            headers={"Content-Type": "audio/mpeg"})
+    assert upload.status == 201, upload.body
+    await rewrite(services, api.account_id, message_id, utc_seconds=stamp - 7200)
+    reply = await api.get(f"/vmboxes/{box}/messages/{message_id}/raw")
+    moment = datetime.fromtimestamp(stamp - naming.GREGORIAN_UNIX_OFFSET, tz=UTC)
+    assert reply.headers["Content-Disposition"].startswith(
+        f'attachment; filename="6001_{moment:%Y-%m-%d_%H-%M-%S}.mp3";')
+
+
+@pytest.mark.parametrize(("attachment", "suffix"), [("voice.v2.wav", ".wav"), ("voice", "")])
+async def test_download_name_takes_the_last_extension_of_the_attachment(api: Api, services: Services,
+                                                                       attachment: str, suffix: str) -> None:
+    """``filename:extension/1`` of the attachment (Kazoo documents name it as they like)."""
+    stamp = gregorian_now() - DAY
+    box, message_id = await _utc_box_message(api, "6001", stamp)
+    doc = await stored(services, api.account_id, message_id)
+    await services.store.couch.put_doc(naming.modb_of_message(api.account_id, message_id) or "", doc,
+                                       attachment=Attachment(attachment, "audio/x-wav", AUDIO))
+    reply = await api.get(f"/vmboxes/{box}/messages/{message_id}/raw")
+    assert reply.status == 200, reply.body
+    moment = datetime.fromtimestamp(stamp - naming.GREGORIAN_UNIX_OFFSET, tz=UTC)
+    assert reply.headers["Content-Disposition"].startswith(
+        f'attachment; filename="6001_{moment:%Y-%m-%d_%H-%M-%S}{suffix}";')

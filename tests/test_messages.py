@@ -1314,8 +1314,11 @@ async def test_copy_to_two_boxes(api: Api, vmbox: dict[str, Any]) -> None:
     assert len(new_ids) == 2 and created["media_id"] not in new_ids
     assert all(MESSAGE_ID.match(new_id) for new_id in new_ids)
     assert sorted(await listed_ids(api, first) + await listed_ids(api, second)) == sorted(new_ids)
-    for box, new_id in ((first, (await listed_ids(api, first))[0]), (second, (await listed_ids(api, second))[0])):
+    for box, mailbox in ((first, "3001"), (second, "3002")):
+        (new_id,) = await listed_ids(api, box)
         assert (await api.get(f"/vmboxes/{box}/messages/{new_id}/raw")).body == AUDIO
+        metadata = (await api.get(f"/vmboxes/{box}/messages/{new_id}")).data  # each copy its own metadata
+        assert (metadata["media_id"], metadata["to_user"], metadata["folder"]) == (new_id, mailbox, "new")
 
 
 async def test_copy_resent_with_the_same_request_id_makes_no_second_copy(api: Api, vmbox: dict[str, Any]) -> None:

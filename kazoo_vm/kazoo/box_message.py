@@ -6,7 +6,6 @@ download file name and retention enforcement — no I/O here.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import secrets
 from datetime import UTC, datetime
@@ -171,33 +170,28 @@ def enforce_retention(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_folder(doc: dict[str, Any], folder: str, *, soft_delete: bool, now: int) -> dict[str, Any]:
-    """A copy of ``doc`` in ``folder`` (``soft_delete`` also hides it from views)."""
-    changed = copy.deepcopy(doc)
-    metadata = as_dict(changed.get("metadata"))
-    metadata["folder"] = folder
-    changed["metadata"] = metadata
+    """A copy of ``doc`` in ``folder`` (``soft_delete`` also hides it from views); ``doc``
+    and the values it shares with the copy are left as they were."""
+    changed = {**doc, "metadata": {**as_dict(doc.get("metadata")), "folder": folder}, "pvt_modified": now}
     if soft_delete:
         changed["pvt_deleted"] = True
-    changed["pvt_modified"] = now
     return changed
 
 
 def transferred(doc: dict[str, Any], *, new_id: str, destination: dict[str, Any], realm: str,
                 timezone_name: Any, now: int) -> dict[str, Any]:
-    """The copy of ``doc`` that a move or copy writes into ``destination`` (E10)."""
-    moved = {key: copy.deepcopy(value) for key, value in doc.items()
-             if key not in ("_rev", "_attachments", MOVE_CLAIM)}
+    """The copy of ``doc`` that a move or copy writes into ``destination`` (E10); ``doc``
+    and the values it shares with the copy are left as they were."""
+    moved = {key: value for key, value in doc.items() if key not in ("_rev", "_attachments", MOVE_CLAIM)}
     moved["_id"] = new_id
     moved["source_id"] = destination["_id"]
     moved["name"] = message_name(destination.get("mailbox", ""), now, timezone_name)
     history = moved.get("history")
     moved["history"] = [*(history if isinstance(history, list) else []), doc.get("source_id")]
-    metadata = as_dict(moved.get("metadata"))
     to_value = with_realm(str(destination.get("mailbox", "")), realm)
     to_user, to_realm = split_address(to_value)
-    metadata.update({"media_id": new_id, "folder": "new", "timestamp": now, "to": to_value,
-                     "to_user": to_user, "to_realm": to_realm})
-    moved["metadata"] = metadata
+    moved["metadata"] = {**as_dict(moved.get("metadata")), "media_id": new_id, "folder": "new", "timestamp": now,
+                         "to": to_value, "to_user": to_user, "to_realm": to_realm}
     moved["utc_seconds"] = now
     # pvt_created, pvt_modified: the save stamps them (the copy has no _rev); its
     # pvt_account_db is the MODB it is written to. A deleted message is never transferred.

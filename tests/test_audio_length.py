@@ -243,6 +243,20 @@ async def test_new_audio_replaces_the_length_measured_from_the_old(api: Api, vmb
     assert await read_length(api, vmbox["id"], created["media_id"]) == 3000
 
 
+async def test_new_audio_keeps_a_length_set_since_the_last_measure(api: Api, vmbox: dict[str, Any],
+                                                                   services: Services) -> None:
+    """A length that is not the one kazoo_vm measured (Kazoo's recorder wrote it since)
+    is the message's own: new audio does not replace it."""
+    created = await create_with(api, vmbox["id"], wav(1.5), "audio/x-wav")
+    db = naming.modb_of_message(api.account_id, created["media_id"])
+    assert db is not None
+    doc = await services.store.couch.get_doc(db, created["media_id"])
+    assert doc["pvt_audio_length"] == 1500
+    doc["metadata"]["length"] = 4321
+    await services.store.couch.put_doc(db, doc)
+    assert (await upload(api, vmbox["id"], created["media_id"], mp3(125), "audio/mpeg"))["length"] == 4321
+
+
 async def test_unmeasurable_new_audio_puts_back_the_placeholder(api: Api, vmbox: dict[str, Any],
                                                                services: Services) -> None:
     created = await create_with(api, vmbox["id"], wav(1.5), "audio/x-wav")

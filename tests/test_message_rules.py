@@ -345,3 +345,35 @@ async def test_download_name_takes_the_last_extension_of_the_attachment(api: Api
     moment = datetime.fromtimestamp(stamp - naming.GREGORIAN_UNIX_OFFSET, tz=UTC)
     assert reply.headers["Content-Disposition"].startswith(
         f'attachment; filename="6001_{moment:%Y-%m-%d_%H-%M-%S}{suffix}";')
+
+
+async def test_a_message_claimed_by_a_move_is_left_alone_by_folder_changes(api: Api, vmbox: dict[str, Any],
+                                                                           services: Services) -> None:
+    """While a move holds its claim (``pvt_moving``), a folder change of the source would
+    be lost with it: one message answers 409, a bulk change reports it ``conflict``."""
+    message_id = (await create(api, vmbox["id"]))["media_id"]
+    await rewrite(services, api.account_id, message_id,
+                  pvt_moving={"id": f"{message_id[:6]}-{uuid.uuid4().hex}", "nonce": uuid.uuid4().hex})
+    reply = await api.post(f"/vmboxes/{vmbox['id']}/messages/{message_id}", {"folder": "saved"})
+    assert_error(reply, 409, "datastore_conflict")
+    bulk = await api.post(f"/vmboxes/{vmbox['id']}/messages", {"messages": [message_id], "folder": "saved"})
+    assert (bulk.status, bulk.data) == (200, {"failed": {message_id: "conflict"}})
+    assert (await stored(services, api.account_id, message_id))["metadata"]["folder"] == "new"
+
+
+async def test_a_message_moved_into_a_box_without_mailbox_number_names_none(api: Api, vmbox: dict[str, Any],
+                                                                            services: Services,
+                                                                            account: dict[str, Any]) -> None:
+    """Kazoo's schema requires ``mailbox``, but a box document made outside it may lack
+    one: the moved message is still named and addressed, with an empty mailbox."""
+    bare = uuid.uuid4().hex
+    await services.store.couch.put_doc(naming.account_db(api.account_id), {
+        "_id": bare, "pvt_type": "vmbox", "name": "Bare", "pvt_account_id": api.account_id})
+    message_id = (await create(api, vmbox["id"]))["media_id"]
+    moved = await api.post(f"/vmboxes/{vmbox['id']}/messages/{message_id}", {"source_id": bare})
+    assert moved.status == 200, moved.body
+    copy = await stored(services, api.account_id, moved.data["media_id"])
+    assert copy["name"].startswith("mailbox  message ")
+    realm = account["realm"]
+    assert (copy["metadata"]["to"], copy["metadata"]["to_user"], copy["metadata"]["to_realm"]) == (
+        f"@{realm}", "", realm)

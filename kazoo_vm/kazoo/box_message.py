@@ -185,10 +185,11 @@ def transferred(doc: dict[str, Any], *, new_id: str, destination: dict[str, Any]
     moved = {key: value for key, value in doc.items() if key not in ("_rev", "_attachments", MOVE_CLAIM)}
     moved["_id"] = new_id
     moved["source_id"] = destination["_id"]
-    moved["name"] = message_name(destination.get("mailbox", ""), now, timezone_name)
+    mailbox = str(destination.get("mailbox") or "")  # Kazoo requires one; a box made outside it may lack it
+    moved["name"] = message_name(mailbox, now, timezone_name)
     history = moved.get("history")
     moved["history"] = [*(history if isinstance(history, list) else []), doc.get("source_id")]
-    to_value = with_realm(str(destination.get("mailbox", "")), realm)
+    to_value = with_realm(mailbox, realm)
     to_user, to_realm = split_address(to_value)
     moved["metadata"] = {**as_dict(moved.get("metadata")), "media_id": new_id, "folder": "new", "timestamp": now,
                          "to": to_value, "to_user": to_user, "to_realm": to_realm}

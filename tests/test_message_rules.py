@@ -361,19 +361,22 @@ async def test_a_message_claimed_by_a_move_is_left_alone_by_folder_changes(api: 
     assert (await stored(services, api.account_id, message_id))["metadata"]["folder"] == "new"
 
 
-async def test_a_message_moved_into_a_box_without_mailbox_number_names_none(api: Api, vmbox: dict[str, Any],
-                                                                            services: Services,
-                                                                            account: dict[str, Any]) -> None:
+async def test_a_box_without_mailbox_number_names_none_in_its_messages(api: Api, vmbox: dict[str, Any],
+                                                                       services: Services,
+                                                                       account: dict[str, Any]) -> None:
     """Kazoo's schema requires ``mailbox``, but a box document made outside it may lack
-    one: the moved message is still named and addressed, with an empty mailbox."""
+    one: messages left in it or moved into it are named and addressed with an empty
+    mailbox."""
     bare = uuid.uuid4().hex
     await services.store.couch.put_doc(naming.account_db(api.account_id), {
         "_id": bare, "pvt_type": "vmbox", "name": "Bare", "pvt_account_id": api.account_id})
     message_id = (await create(api, vmbox["id"]))["media_id"]
     moved = await api.post(f"/vmboxes/{vmbox['id']}/messages/{message_id}", {"source_id": bare})
     assert moved.status == 200, moved.body
-    copy = await stored(services, api.account_id, moved.data["media_id"])
-    assert copy["name"].startswith("mailbox  message ")
+    left = await create(api, bare)
     realm = account["realm"]
-    assert (copy["metadata"]["to"], copy["metadata"]["to_user"], copy["metadata"]["to_realm"]) == (
-        f"@{realm}", "", realm)
+    for new_id in (moved.data["media_id"], left["media_id"]):
+        doc = await stored(services, api.account_id, new_id)
+        assert doc["name"].startswith("mailbox  message ")
+        assert (doc["metadata"]["to"], doc["metadata"]["to_user"], doc["metadata"]["to_realm"]) == (
+            f"@{realm}", "", realm)

@@ -85,6 +85,12 @@ def split_address(value: str) -> tuple[str, str]:
     return user, realm
 
 
+def box_mailbox(box: dict[str, Any]) -> str:
+    """The box's mailbox number: Kazoo's schema requires one, but a box document made
+    outside it may lack it ("")."""
+    return str(box.get("mailbox") or "")
+
+
 def new_message(*, box: dict[str, Any], request: dict[str, Any], realm: str, timezone_name: Any,
                 privacy_number: str, now: int, named: str | None = None) -> dict[str, Any]:
     """A new ``mailbox_message`` document (no private account fields yet) from
@@ -95,7 +101,8 @@ def new_message(*, box: dict[str, Any], request: dict[str, Any], realm: str, tim
                         hashlib.md5(f"{named}>{box['_id']}".encode()).hexdigest())
     caller_number = request.get("caller_id_number", privacy_number)
     from_value = with_realm(str(request.get("from") or caller_number), realm)
-    to_value = with_realm(str(request.get("to") or box.get("mailbox", "")), realm)
+    mailbox = box_mailbox(box)
+    to_value = with_realm(str(request.get("to") or mailbox), realm)
     from_user, from_realm = split_address(from_value)
     to_user, to_realm = split_address(to_value)
     metadata = {
@@ -111,7 +118,7 @@ def new_message(*, box: dict[str, Any], request: dict[str, Any], realm: str, tim
     }
     return {
         "_id": new_id,
-        "name": message_name(box.get("mailbox", ""), timestamp, timezone_name),
+        "name": message_name(mailbox, timestamp, timezone_name),
         "description": "voicemail message with media",
         "source_type": "voicemail",
         "source_id": box["_id"],
@@ -185,7 +192,7 @@ def transferred(doc: dict[str, Any], *, new_id: str, destination: dict[str, Any]
     moved = {key: value for key, value in doc.items() if key not in ("_rev", "_attachments", MOVE_CLAIM)}
     moved["_id"] = new_id
     moved["source_id"] = destination["_id"]
-    mailbox = str(destination.get("mailbox") or "")  # Kazoo requires one; a box made outside it may lack it
+    mailbox = box_mailbox(destination)
     moved["name"] = message_name(mailbox, now, timezone_name)
     history = moved.get("history")
     moved["history"] = [*(history if isinstance(history, list) else []), doc.get("source_id")]

@@ -36,7 +36,8 @@ TESTS = {
     "kazoo_vm/kazoo/filters.py": ["tests/test_filters.py", "tests/test_vmboxes.py", "tests/test_messages.py"],
     "kazoo_vm/kazoo/box_message.py": ["tests/test_message_rules.py", "tests/test_messages.py",
                                       "tests/test_audio_length.py"],
-    "kazoo_vm/kazoo/documents.py": ["tests/test_vmboxes.py", "tests/test_accounts_api.py"],
+    "kazoo_vm/kazoo/documents.py": ["tests/test_vmboxes.py", "tests/test_accounts_api.py",
+                                    "tests/test_message_rules.py"],
     "kazoo_vm/kazoo/naming.py": ["tests/test_message_rules.py", "tests/test_messages.py", "tests/test_accounts_api.py",
                                  "tests/test_events.py"],
 }

@@ -380,3 +380,21 @@ async def test_a_box_without_mailbox_number_names_none_in_its_messages(api: Api,
         assert doc["name"].startswith("mailbox  message ")
         assert (doc["metadata"]["to"], doc["metadata"]["to_user"], doc["metadata"]["to_realm"]) == (
             f"@{realm}", "", realm)
+
+
+@pytest.mark.parametrize("odd", ["soon", True])
+async def test_a_timestamp_that_is_no_integer_is_not_believed(api: Api, services: Services, odd: Any) -> None:
+    """A hand-edited document whose ``metadata.timestamp`` is text or a boolean: the
+    download is still named, after ``utc_seconds``."""
+    stamp = gregorian_now() - DAY
+    box, message_id = await _utc_box_message(api, "6001", stamp)
+    upload = await api.call("PUT", f"/vmboxes/{box}/messages/{message_id}/raw", body=AUDIO,
+                            headers={"Content-Type": "audio/mpeg"})
+    assert upload.status == 201, upload.body
+    doc = await stored(services, api.account_id, message_id)
+    await rewrite(services, api.account_id, message_id, metadata={**doc["metadata"], "timestamp": odd})
+    reply = await api.get(f"/vmboxes/{box}/messages/{message_id}/raw")
+    assert reply.status == 200, reply.body
+    moment = datetime.fromtimestamp(stamp - naming.GREGORIAN_UNIX_OFFSET, tz=UTC)
+    assert reply.headers["Content-Disposition"].startswith(
+        f'attachment; filename="6001_{moment:%Y-%m-%d_%H-%M-%S}.mp3";')

@@ -10,6 +10,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import Api, assert_error
@@ -398,3 +399,37 @@ async def test_a_timestamp_that_is_no_integer_is_not_believed(api: Api, services
     moment = datetime.fromtimestamp(stamp - naming.GREGORIAN_UNIX_OFFSET, tz=UTC)
     assert reply.headers["Content-Disposition"].startswith(
         f'attachment; filename="6001_{moment:%Y-%m-%d_%H-%M-%S}.mp3";')
+
+
+async def test_a_box_timezone_that_is_no_text_gives_way_to_the_account_s(api: Api, services: Services,
+                                                                         account: dict[str, Any]) -> None:
+    """A hand-edited box whose ``timezone`` is a number: downloads are named in the
+    account's zone."""
+    stamp = gregorian_now() - DAY
+    box, message_id = await _utc_box_message(api, "6001", stamp)
+    upload = await api.call("PUT", f"/vmboxes/{box}/messages/{message_id}/raw", body=AUDIO,
+                            headers={"Content-Type": "audio/mpeg"})
+    assert upload.status == 201, upload.body
+    db = naming.account_db(api.account_id)
+    await services.store.couch.put_doc(db, {**await services.store.couch.get_doc(db, box), "timezone": 123})
+    reply = await api.get(f"/vmboxes/{box}/messages/{message_id}/raw")
+    assert reply.status == 200, reply.body
+    moment = datetime.fromtimestamp(stamp - naming.GREGORIAN_UNIX_OFFSET, tz=ZoneInfo(account["timezone"]))
+    assert reply.headers["Content-Disposition"].startswith(
+        f'attachment; filename="6001_{moment:%Y-%m-%d_%H-%M-%S}.mp3";')
+
+
+async def test_a_transcription_in_the_metadata_wins_over_the_top_level_one(api: Api, vmbox: dict[str, Any],
+                                                                           services: Services) -> None:
+    message_id = (await create(api, vmbox["id"]))["media_id"]
+    doc = await stored(services, api.account_id, message_id)
+    await rewrite(services, api.account_id, message_id, transcription={"text": "top", "result": "success"},
+                  metadata={**doc["metadata"], "transcription": {"text": "inside", "result": "success"}})
+    reply = await api.get(f"/vmboxes/{vmbox['id']}/messages/{message_id}")
+    assert reply.data["transcription"] == {"text": "inside", "result": "success"}
+
+
+async def test_a_from_address_splits_at_its_first_at_sign(api: Api, vmbox: dict[str, Any]) -> None:
+    created = await create(api, vmbox["id"], **{"from": "6001@a.example.com@b.example.com"})
+    reply = await api.get(f"/vmboxes/{vmbox['id']}/messages/{created['media_id']}")
+    assert (reply.data["from_user"], reply.data["from_realm"]) == ("6001", "a.example.com@b.example.com")

@@ -126,8 +126,7 @@ def new_message(*, box: dict[str, Any], request: dict[str, Any], realm: str, tim
         "streamable": True,
         "utc_seconds": timestamp,
         "metadata": metadata,
-        "pvt_type": PVT_TYPE,
-    }
+    }  # pvt_type with the other private fields: the save stamps them
 
 
 def with_audio_length(doc: dict[str, Any], measured: int | None) -> dict[str, Any]:

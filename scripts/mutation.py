@@ -39,7 +39,7 @@ TESTS = {
     "kazoo_vm/kazoo/documents.py": ["tests/test_vmboxes.py", "tests/test_accounts_api.py",
                                     "tests/test_message_rules.py"],
     "kazoo_vm/kazoo/naming.py": ["tests/test_message_rules.py", "tests/test_messages.py", "tests/test_accounts_api.py",
-                                 "tests/test_events.py"],
+                                 "tests/test_events.py", "tests/test_bad_input.py"],
 }
 
 

@@ -351,6 +351,8 @@ async def test_a_webhook_attempt_record_is_no_document_event(aiohttp_client: Any
     heard = [item.routing_key for item in await conf.take(1)]
     assert heard == [f"doc_created.{naming.encoded_db(naming.account_db(api.account_id))}.vmbox.{box}"]
     assert await conf.quiet(0.5) == []
+    # the hook goes: its deliveries would be retried by the next tests' instances on this store
+    assert (await api.delete(f"/webhooks/{reply.data['id']}")).status == 200
 
 
 # -- Kazoo's document events → kazoo_vm's caches --------------------------------------

@@ -128,8 +128,9 @@ class Publisher:
                     log.warning("AMQP: publishing stopped (%r); retrying until it works", error)
                 self._failing = True
                 self._wake.set()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(channel.ready(), RECONNECT_WAIT)
+                with contextlib.suppress(TimeoutError):  # asyncio.timeout: a cancel is never swallowed
+                    async with asyncio.timeout(RECONNECT_WAIT):
+                        await channel.ready()
                 await asyncio.sleep(RETRY_PAUSE)
                 continue
             if self._failing:

@@ -76,8 +76,12 @@ class Sender:
                         await self.round()
                     except StorageError as error:
                         log.warning("webhook round failed: %r", error)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for returns instead of
+                    # raising when cancelled just as the event is set, and a stopping
+                    # instance then waited for ever for this task (a CI run hung in teardown)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self._config.webhook_poll)
+                        async with asyncio.timeout(self._config.webhook_poll):
+                            await self._wake.wait()
                     self._wake.clear()
             finally:
                 tasks = list(self._serving.values())

@@ -88,9 +88,7 @@ async def list_attempts(request: web.Request) -> web.Response:
     page = await services(request).webhook_attempts.listing(
         account_id, hook_id, start, end, page_size=params.page_size, start=params.start,
         descending=params.descending)
-    data = [{**to_response(row["doc"]), "timestamp": row["doc"].get("pvt_created")} for row in page.rows]
-    for item in data:
-        item.pop("id", None)
+    data = [{**public_fields(row["doc"]), "timestamp": row["doc"].get("pvt_created")} for row in page.rows]
     extra = page_envelope(params, len(data), page.next_start, always_start_key=False)
     return envelope.success(request, data, extra=extra)
 

@@ -43,6 +43,7 @@ from ..kazoo.documents import as_dict, gregorian_now
 from ..services import Services
 from ..storage.accounts import system_config
 from ..storage.errors import Conflict, NotFound, StorageError
+from ..storage.ttl_cache import TtlCache
 from . import hooks
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,7 @@ class Sender:
         self.instance = uuid.uuid4().hex
         self._serving: dict[str, asyncio.Task[None]] = {}
         self._session: aiohttp.ClientSession | None = None
-        self._log_success = False
-        self._log_success_until = 0.0
+        self._log_success: TtlCache[str, bool] = TtlCache(config.cache_ttl)
 
     async def run(self) -> None:
         """Deliver until cancelled (a stopping instance hands its leases back)."""
@@ -234,15 +234,17 @@ class Sender:
     async def _log_successes(self) -> bool:
         """``log_successful_attempts`` of ``system_config/webhooks`` (Kazoo's default:
         false), read again after ``KAZOO_VM_CACHE_TTL`` seconds."""
-        now = time.monotonic()
-        if now >= self._log_success_until:
-            try:
-                default = as_dict((await system_config(self._services.store, SYSTEM_CONFIG)).get("default"))
-                self._log_success = default.get(LOG_SUCCESS) is True or str(default.get(LOG_SUCCESS)) == "true"
-            except StorageError as error:
-                log.warning("system_config/%s not read: %r", SYSTEM_CONFIG, error)
-            self._log_success_until = now + self._config.cache_ttl
-        return self._log_success
+        known = self._log_success.get(LOG_SUCCESS)
+        if known is not None:
+            return known
+        try:
+            default = as_dict((await system_config(self._services.store, SYSTEM_CONFIG)).get("default"))
+        except StorageError as error:
+            log.warning("system_config/%s not read: %r", SYSTEM_CONFIG, error)
+            return False
+        wanted = default.get(LOG_SUCCESS) is True or str(default.get(LOG_SUCCESS)) == "true"
+        self._log_success.put(LOG_SUCCESS, wanted)
+        return wanted
 
     async def _renew(self, queue: dict[str, Any]) -> None:
         """Extend the lease when half of it is gone (Conflict: it was taken over)."""

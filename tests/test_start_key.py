@@ -323,7 +323,7 @@ def test_encoding_too_deep_value_raises_value_error() -> None:
 def test_every_truncation_raises_value_error() -> None:
     data = term_to_binary([63691980222, "x", {"k": [1.5, None, -7, 300]}, 2**70])
     for end in range(len(data)):
-        with pytest.raises(ValueError, match="^truncated term or length beyond end of data$|^list length beyond"):
+        with pytest.raises(ValueError, match="^truncated term or length beyond end of data$"):
             binary_to_term(data[:end])
 
 
@@ -331,7 +331,7 @@ def test_every_truncation_raises_value_error() -> None:
     ("data", "message"),
     [
         (bytes([131, 109, 255, 255, 255, 255, 0]), "truncated term or length beyond end of data"),
-        (bytes([131, 108, 255, 255, 255, 255, 106]), "list length beyond end of data"),
+        (bytes([131, 108, 255, 255, 255, 255, 106]), "truncated term or length beyond end of data"),
         (bytes([131, 111, 255, 255, 255, 255, 0, 1]), "truncated term or length beyond end of data"),
         (bytes([131, 107, 0, 9, 1]), "truncated term or length beyond end of data"),  # STRING_EXT
     ],

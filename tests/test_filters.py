@@ -85,6 +85,7 @@ async def test_presence_filters(api: Api, params: dict[str, str], expected: list
     ({"filter_weight": "1.5"}, ["empty text"]),
     ({"filter_weight": "[1.5]"}, ["empty text"]),
     ({"filter_media": '{"unavailable":"m3"}'}, ["empty object"]),
+    ({"filter_media": '{"unavailable":"m1","temporary":"m2"}'}, ["empty list"]),
     ({"filter_flags": '[["a","b"]]'}, ["valued"]),
     ({"filter_x": "{}"}, ["empty object"]),
     # a nested field; a missing or null field is the empty text

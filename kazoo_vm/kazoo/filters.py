@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 Predicate = Callable[[dict[str, Any]], bool]
 _MISSING = object()
-RANGE_FILTERS = {"created_from": ("pvt_created", 1), "created_to": ("pvt_created", -1),
-                 "modified_from": ("pvt_modified", 1), "modified_to": ("pvt_modified", -1)}
+# a range filter keeps the documents whose field compares so with the bound
+RANGE_FILTERS = {"created_from": ("pvt_created", operator.ge), "created_to": ("pvt_created", operator.le),
+                 "modified_from": ("pvt_modified", operator.ge), "modified_to": ("pvt_modified", operator.le)}
 
 
 def _get(doc: Any, path: str) -> Any:
@@ -97,17 +99,17 @@ def build(query: Mapping[str, str], *, prefix: str = "", with_ranges: bool = Tru
         elif key in KEY_TESTS:
             tests.append(partial(KEY_TESTS[key], prefix + raw))
         elif with_ranges and key in RANGE_FILTERS:
-            field, sign = RANGE_FILTERS[key]
+            field, compare = RANGE_FILTERS[key]
             bound = _number(raw)
             if bound is not None:
-                tests.append(partial(_in_range, field, sign, bound))
+                tests.append(partial(_in_range, field, compare, bound))
     if not tests:
         return None
     return lambda doc: all(test(doc) for test in tests)
 
 
-def _in_range(field: str, sign: int, bound: int, doc: dict[str, Any]) -> bool:
+def _in_range(field: str, compare: Callable[[Any, Any], bool], bound: int, doc: dict[str, Any]) -> bool:
     value = doc.get(field)
     if not isinstance(value, int | float) or isinstance(value, bool):
         return False
-    return value >= bound if sign > 0 else value <= bound
+    return compare(value, bound)

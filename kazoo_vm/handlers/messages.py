@@ -49,7 +49,7 @@ def _message_id(request: web.Request) -> str:
     message_id = request.match_info["message_id"]
     if is_legacy(message_id):
         return message_id
-    if not naming.MODB_MESSAGE_ID.match(message_id) or naming.modb_of_message("0" * 32, message_id) is None:
+    if not naming.MODB_MESSAGE_ID.match(message_id):
         raise BadIdentifier(message_id)
     return message_id
 

@@ -17,7 +17,7 @@ SYSTEM_CONFIG_DB = "system_config"
 SYSTEM_AUTH_DB = "system_auth"
 
 ACCOUNT_ID = re.compile(r"^[0-9a-f]{32}\Z")
-MODB_MESSAGE_ID = re.compile(r"^(\d{4})(\d{2})-[0-9a-f]{32}\Z")
+MODB_MESSAGE_ID = re.compile(r"^(\d{4})(0[1-9]|1[0-2])-[0-9a-f]{32}\Z")  # YYYYMM-<32 hex>
 LEGACY_MESSAGE_ID = re.compile(r"^[0-9a-f]{32}\Z")
 # Kazoo generates 32-hex box ids; a client may choose its own (crossbar copies
 # ``data.id``). Anything that could escape a URL segment or a database path is refused.
@@ -70,10 +70,7 @@ def modb_of_message(account_id: str, message_id: str) -> str | None:
     match = MODB_MESSAGE_ID.match(message_id)
     if not match:
         return None
-    year, month = int(match.group(1)), int(match.group(2))
-    if not 1 <= month <= 12:
-        return None
-    return modb(account_id, year, month)
+    return modb(account_id, int(match.group(1)), int(match.group(2)))
 
 
 def year_month(gregorian_seconds: int) -> tuple[int, int]:

@@ -401,6 +401,20 @@ async def test_a_timestamp_that_is_no_integer_is_not_believed(api: Api, services
         f'attachment; filename="6001_{moment:%Y-%m-%d_%H-%M-%S}.mp3";')
 
 
+async def test_a_timestamp_before_1970_names_the_download_at_the_epoch(api: Api, services: Services) -> None:
+    """A hand-edited ``metadata.timestamp`` of 1000 Gregorian seconds (year 0): the
+    download is named after 1970-01-01 00:00:00 UTC, the earliest moment it names."""
+    box, message_id = await _utc_box_message(api, "6001", gregorian_now() - DAY)
+    upload = await api.call("PUT", f"/vmboxes/{box}/messages/{message_id}/raw", body=AUDIO,
+                            headers={"Content-Type": "audio/mpeg"})
+    assert upload.status == 201, upload.body
+    doc = await stored(services, api.account_id, message_id)
+    await rewrite(services, api.account_id, message_id, metadata={**doc["metadata"], "timestamp": 1000})
+    reply = await api.get(f"/vmboxes/{box}/messages/{message_id}/raw")
+    assert reply.status == 200, reply.body
+    assert reply.headers["Content-Disposition"].startswith('attachment; filename="6001_1970-01-01_00-00-00.mp3";')
+
+
 async def test_a_box_timezone_that_is_no_text_gives_way_to_the_account_s(api: Api, services: Services,
                                                                          account: dict[str, Any]) -> None:
     """A hand-edited box whose ``timezone`` is a number: downloads are named in the

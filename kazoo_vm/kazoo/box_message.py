@@ -40,7 +40,9 @@ CONTENT_TYPES = {"mp3": "audio/mpeg", "wav": "audio/x-wav", "mp4": "audio/mp4", 
 
 
 def zone(name: Any) -> ZoneInfo | None:
-    if not isinstance(name, str) or not name or len(name) > 64:
+    """The IANA zone ``name``; None for anything else (ZoneInfo refuses empty, absolute,
+    escaping and overlong names by itself)."""
+    if not isinstance(name, str):
         return None
     try:
         return ZoneInfo(name)

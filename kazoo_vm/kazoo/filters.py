@@ -10,7 +10,7 @@ from typing import Any
 
 Predicate = Callable[[dict[str, Any]], bool]
 _MISSING = object()
-# a range filter keeps the documents whose field compares so with the bound
+# a range filter keeps the documents for which compare(field value, bound) holds
 RANGE_FILTERS = {"created_from": ("pvt_created", operator.ge), "created_to": ("pvt_created", operator.le),
                  "modified_from": ("pvt_modified", operator.ge), "modified_to": ("pvt_modified", operator.le)}
 
